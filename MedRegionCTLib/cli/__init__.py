@@ -1,0 +1,1 @@
+"""Layer `cli`: the `medregionct` command."""
