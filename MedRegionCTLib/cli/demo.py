@@ -56,6 +56,8 @@ def run(args) -> int:
     write_nifti(phantom.volume, out / "ct.nii.gz")
     write_nifti(phantom.labels, out / "truth_labels.nii.gz")
     write_nifti(phantom.findings_map, out / "truth_findings.nii.gz")
+    if not phantom.findings_map.names:  # no findings: still say so explicitly
+        write_json(out / "truth_findings.json", {})
     write_json(out / "truth.json", phantom.truth)
     _print_summary(phantom, out)
     return 0

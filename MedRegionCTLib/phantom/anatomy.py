@@ -373,6 +373,7 @@ def _add_ribs_and_sternum(an: Anatomy, hu: dict, cavity: Ellipsoid, jitter) -> N
         clav = Tube([(side * 20, y_top + 8, 98 * jitter[2]), (side * 75, y_top + 2, 116 * jitter[2]),
                      (side * 135, y_top - 40, 122 * jitter[2])], 7.0)
         an.add(clav, hu["cortical_bone"] - 300, f"clavicula_{suffix}")
-        scap = Ellipsoid((side * 100 * jitter[0], -112 * jitter[1], 55 * jitter[2]), (45, 5, 60),
-                         rotation_matrix(z_deg=-35 * side))
+        # the blade lies on the posterior chest wall, its lateral edge curving forwards
+        scap = Ellipsoid((side * 100 * jitter[0], -105 * jitter[1], 55 * jitter[2]), (45, 5, 60),
+                         rotation_matrix(z_deg=30 * side))
         an.add(scap, hu["cortical_bone"] - 350, f"scapula_{suffix}")
