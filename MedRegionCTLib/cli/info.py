@@ -11,6 +11,8 @@ def add_parser(sub) -> None:
                                    "of each axis of a CT file (NIfTI, NRRD) or DICOM series folder.")
     p.add_argument("path", metavar="FILE_OR_DIR", help="NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr) or a DICOM folder")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--series", metavar="UID_OR_NUMBER",
+                   help="which series to read when a DICOM folder holds several (SeriesInstanceUID or series number)")
     p.add_argument("--no-ct-check", action="store_true",
                    help="load even when the intensities do not look like CT Hounsfield units")
     p.set_defaults(func=run)
@@ -19,7 +21,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..volume import read_volume
 
-    volume = read_volume(args.path, check_ct=not args.no_ct_check)
+    volume = read_volume(args.path, check_ct=not args.no_ct_check, series=args.series)
     info = {"path": str(args.path), **volume.describe(),
             "format": volume.meta.get("format", "")}
     if args.json:

@@ -17,6 +17,7 @@ from ..errors import MedRegionCTError
 COMMANDS = {
     "demo": "demo",
     "info": "info",
+    "segment": "segment",
 }
 
 

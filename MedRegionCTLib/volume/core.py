@@ -39,18 +39,12 @@ def _check_geometry(array: np.ndarray, affine: np.ndarray, what: str) -> np.ndar
     return aff
 
 
-@dataclass(eq=False)
-class Volume:
-    """A CT image: ``array`` in Hounsfield units (int16 as read; float for derived images) and its affine."""
+class _Grid:
+    """Geometry shared by :class:`Volume` and :class:`LabelMap` (needs ``array`` and ``affine``)."""
 
     array: np.ndarray
     affine: np.ndarray
-    meta: dict = field(default_factory=dict)
 
-    def __post_init__(self):
-        self.affine = _check_geometry(self.array, self.affine, "The volume")
-
-    # --- geometry -----------------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.array.shape)
@@ -72,7 +66,7 @@ class Volume:
 
     @property
     def orientation(self) -> str:
-        """Axis code such as ``"LPS"``: the RAS+ letter each index axis points towards (nibabel convention)."""
+        """Axis code such as ``"LPS"``: the RAS+ letter each index axis points towards (nibabel)."""
         return "".join(aff2axcodes(self.affine))
 
     @property
@@ -89,7 +83,8 @@ class Volume:
         return [_DIRECTION_WORDS[c] for c in self.orientation]
 
     def axis_of(self, patient_axis: str) -> int:
-        """Index axis (0, 1 or 2) closest to ``"left-right"``, ``"anterior-posterior"`` or ``"superior-inferior"``."""
+        """Index axis (0, 1 or 2) closest to ``"left-right"``, ``"anterior-posterior"`` or
+        ``"superior-inferior"``."""
         for axis, code in enumerate(self.orientation):
             if _AXIS_NAMES[code] == patient_axis:
                 return axis
@@ -110,6 +105,18 @@ class Volume:
     def same_grid(self, other) -> bool:
         return self.shape == tuple(other.shape) and np.allclose(self.affine, other.affine, atol=1e-4)
 
+
+@dataclass(eq=False)
+class Volume(_Grid):
+    """A CT image: ``array`` in Hounsfield units (int16 as read; float for derived images) and its affine."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.affine = _check_geometry(self.array, self.affine, "The volume")
+
     def with_array(self, array: np.ndarray, **meta) -> Volume:
         """A volume on the same grid holding ``array`` (same shape required)."""
         if tuple(array.shape) != self.shape:
@@ -128,12 +135,12 @@ class Volume:
             "oblique": self.is_oblique,
             "axis_directions": self.axis_directions(),
             "value_range": [float(arr.min()), float(arr.max())] if arr.size else [0.0, 0.0],
-            "extent_mm": [round(n * s, 1) for n, s in zip(self.shape, self.spacing)],
+            "extent_mm": [round(n * s, 1) for n, s in zip(self.shape, self.spacing, strict=True)],
         }
 
 
 @dataclass(eq=False)
-class LabelMap:
+class LabelMap(_Grid):
     """An integer label image on a CT grid, with its index -> class-name table.
 
     Class names follow TotalSegmentator (``lung_upper_lobe_left``, ``heart``...); see
@@ -150,14 +157,6 @@ class LabelMap:
         if not np.issubdtype(self.array.dtype, np.integer):
             raise InputError(f"label map has dtype {self.array.dtype}; labels must be integers.")
         self.names = {int(k): str(v) for k, v in self.names.items()}
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.array.shape)
-
-    @property
-    def voxel_volume_ml(self) -> float:
-        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
     def index_of(self, name: str) -> int | None:
         for index, label_name in self.names.items():

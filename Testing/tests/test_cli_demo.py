@@ -53,7 +53,7 @@ def test_demo_writes_ct_labels_and_truth(demo_dir):
     assert {int(k): v for k, v in names.items()} == labels.names
     # the written label map holds exactly the voxel counts the truth reports
     vox = labels.voxel_volume_ml
-    for name, s in truth["structures"].items():
+    for s in truth["structures"].values():
         assert np.count_nonzero(labels.array == s["index"]) * vox == pytest.approx(s["label_map_volume_ml"], abs=1e-3)
     assert "finding 1: nodule" in stdout
     assert len(truth["findings"]) == 6

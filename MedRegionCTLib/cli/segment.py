@@ -1,0 +1,166 @@
+"""`medregionct segment`: CT -> TotalSegmentator-named label map -> one mask per region, written to a folder.
+
+Writes, in ``--out DIR``:
+
+- ``labels.nii.gz``: class indices of this project's TotalSegmentator table, on the CT grid;
+- ``labels.json``: ``{"labels": {index: class name}, "not_found": [...], ...}``;
+- ``regions/<region key>.nii.gz``: one binary mask per region that has voxels (RadGenome keys, e.g.
+  ``trachea and bronchie.nii.gz``, so Reg2RG-style loaders find them);
+- ``regions.json``: per region its volume, the classes or rules it came from, SNOMED CT code and colour.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "segment", help="segment a CT into TotalSegmentator classes and anatomical regions",
+        description="Segment a chest CT (built-in segmenter, TotalSegmentator, or an existing label file), "
+                    "then derive one mask per anatomical region (RadGenome-10 or MedRegion-6). Writes "
+                    "labels.nii.gz, labels.json, regions/<region>.nii.gz and regions.json into --out.")
+    p.add_argument("ct", metavar="CT", help="the CT: NIfTI, NRRD/MetaImage file or DICOM series folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--method", default="builtin", metavar="METHOD",
+                   help="builtin (default), totalsegmentator, or labels:FILE to import an existing label "
+                        "map, Slicer .seg.nrrd or TotalSegmentator output (file or folder)")
+    p.add_argument("--schema", default="radgenome10", metavar="SCHEMA",
+                   help="region schema: radgenome10 (default), medregion6, or a schema JSON file")
+    ts = p.add_argument_group("TotalSegmentator options (--method totalsegmentator)")
+    ts.add_argument("--fast", action="store_true", default=None, help="3 mm model instead of 1.5 mm (faster)")
+    ts.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where to run it (default cpu)")
+    ts.add_argument("--task", action="append", default=None, metavar="TASK", dest="tasks",
+                    help="extra TotalSegmentator task (repeatable): lung_vessels, trunk_cavities, "
+                         "pleural_pericard_effusion, lung_nodules, breasts")
+    ts.add_argument("--weights", default=None, metavar="DIR",
+                    help="TotalSegmentator weights folder (default: TotalSegmentator's own setting)")
+    lab = p.add_argument_group("label import options (--method labels:FILE)")
+    lab.add_argument("--label-table", default=None, metavar="FILE",
+                     help="label table of the label file: JSON, CSV/TSV or Slicer colour table (.ctbl/.txt)")
+    lab.add_argument("--map", default=None, metavar="FILE", dest="mapping",
+                     help="JSON object renaming the file's label names to TotalSegmentator names")
+    p.add_argument("--no-ct-check", action="store_true",
+                   help="load even when the intensities do not look like CT Hounsfield units")
+    p.add_argument("--json", action="store_true", help="print one JSON summary instead of text")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _segmenter_options(args) -> dict:
+    from ..errors import InputError
+
+    method = args.method.strip().lower()
+    ts_given = {k: v for k, v in (("fast", args.fast), ("device", args.device), ("tasks", args.tasks),
+                                  ("weights_dir", args.weights)) if v is not None}
+    label_given = {k: v for k, v in (("table", args.label_table), ("mapping", args.mapping)) if v is not None}
+    if method in ("totalsegmentator", "totalseg", "ts"):
+        if label_given:
+            raise InputError("--label-table/--map apply to --method labels:FILE only; drop them.")
+        return ts_given
+    if method.startswith("labels:"):
+        if ts_given:
+            raise InputError("--fast/--device/--task/--weights apply to --method totalsegmentator only; "
+                             "drop them.")
+        return label_given
+    if ts_given or label_given:
+        raise InputError(f"--method {args.method} takes no TotalSegmentator or label-import options; "
+                         "drop them.")
+    return {}
+
+
+def write_outputs(out: Path, labelmap, regions, schema, method: str) -> dict:
+    """Write labels.nii.gz, labels.json, regions/<key>.nii.gz and regions.json; returns the summary."""
+    from ..atomic import write_json
+    from ..volume import LabelMap, write_nifti
+
+    out.mkdir(parents=True, exist_ok=True)
+    # names={} so write_nifti writes no sidecar: labels.json below carries names and the not-found list.
+    write_nifti(LabelMap(labelmap.array, labelmap.affine, {}), out / "labels.nii.gz")
+    meta = labelmap.meta
+    labels_info = {
+        "labels": {str(k): v for k, v in sorted(labelmap.names.items())},
+        "not_found": list(meta.get("not_found", [])),
+        "unknown_names": list(meta.get("unknown_names", [])),
+        "method": method,
+        "names_from": meta.get("names_from", ""),
+        "index_table": "MedRegionCTLib/data/totalsegmentator_classes.json (other names: indices from 1000)",
+    }
+    write_json(out / "labels.json", labels_info)
+    voxel_ml = labelmap.voxel_volume_ml
+    region_info = {}
+    for r in regions:
+        entry = {
+            "name": r.region.name,
+            "file": None,
+            "volume_ml": round(float(np.count_nonzero(r.mask)) * voxel_ml, 3),
+            "classes": r.classes,
+            "sources": r.sources,
+            "terminology": r.region.terminology.as_dict(),
+            "slicer_terminology": r.region.terminology.slicer_entry(),
+            "color": list(r.region.color),
+            "expected_in_chest_ct": r.region.expected_in_chest_ct,
+        }
+        if not r.empty:
+            path = out / "regions" / f"{r.key}.nii.gz"
+            write_nifti(LabelMap(r.mask.astype(np.uint8), labelmap.affine, {}), path)
+            entry["file"] = f"regions/{r.key}.nii.gz"
+        region_info[r.key] = entry
+    missing = [r.key for r in regions if r.empty and r.region.expected_in_chest_ct]
+    summary = {"schema": schema.name, "regions": region_info, "missing_expected_regions": missing}
+    write_json(out / "regions.json", summary)
+    return {"out": str(out), "labels": labels_info, **summary}
+
+
+def run(args) -> int:
+    from ..anatomy import build_regions, load_schema
+    from ..progress import TqdmProgress
+    from ..segment import get_segmenter
+    from ..volume import read_volume
+
+    schema = load_schema(args.schema)  # fail on a bad schema before any long work
+    segmenter = get_segmenter(args.method, **_segmenter_options(args))
+    out = Path(args.out).expanduser()
+    bar = None if args.no_progress else TqdmProgress(desc="segment")
+
+    def report(fraction: float, message: str) -> None:
+        if bar is not None:
+            bar(fraction, message)
+
+    try:
+        report(0.0, "reading the CT")
+        volume = read_volume(args.ct, check_ct=not args.no_ct_check)
+        report(0.1, f"segmenting ({segmenter.name})")
+        # The segmenter's own progress fills 10-80 % of the bar.
+        labelmap = segmenter.segment(volume, progress=lambda f, m: report(0.1 + 0.7 * f, m))
+        report(0.8, "building region masks")
+        regions = build_regions(labelmap, schema, volume)
+        report(0.9, "writing")
+        summary = write_outputs(out, labelmap, regions, schema, args.method)
+        report(1.0, "done")
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{out}: {len(labelmap.names)} classes in labels.nii.gz, schema {schema.name}")
+    not_found = summary["labels"]["not_found"]
+    if not_found:
+        more = f" ... ({len(not_found) - 12} more in labels.json)" if len(not_found) > 12 else ""
+        print(f"  not found: {', '.join(not_found[:12])}{more}")
+    if summary["labels"]["unknown_names"]:
+        print(f"  names outside the TotalSegmentator table: {', '.join(summary['labels']['unknown_names'])}")
+    width = max(len(k) for k in summary["regions"])
+    for key, info in summary["regions"].items():
+        if info["file"] is None:
+            flag = "  (expected in a chest CT)" if info["expected_in_chest_ct"] else ""
+            print(f"  {key:<{width}}  -- empty{flag}")
+        else:
+            print(f"  {key:<{width}}  {info['volume_ml']:9.1f} mL  from {'; '.join(info['sources'])}")
+    sys.stdout.flush()
+    return 0
