@@ -30,13 +30,13 @@ from ..anatomy import LabelTable, normalize_name, paint_label, present_labels
 from ..errors import InputError
 from ..progress import ProgressCallback, Steps
 from ..volume import LabelMap, Volume
+from ..volume.nifti import is_nifti_path, nifti_stem
 from .totalsegmentator import (
     _apply_mapping,
     _finish,
-    _is_nifti,
     _read_label_array,
-    _stem,
     embedded_label_names,
+    name_labels,
     native_classes,
     read_totalsegmentator_output,
 )
@@ -187,7 +187,7 @@ def read_name_mapping(source) -> dict[str, str]:
 
 
 def _sidecar_table(path: Path) -> tuple[dict[int, str], str] | None:
-    stem = _stem(path) if _is_nifti(path) else path.name.split(".")[0]
+    stem = nifti_stem(path) if is_nifti_path(path) else path.name.split(".")[0]
     for suffix in TABLE_SUFFIXES:
         candidate = path.with_name(stem + suffix)
         if candidate.is_file() and candidate != path:
@@ -270,7 +270,7 @@ def import_labelmap(path, table=None, mapping=None) -> LabelMap:
         sidecar = _sidecar_table(path)
         if sidecar:
             value_names, names_from = sidecar
-    if value_names is None and _is_nifti(path):
+    if value_names is None and is_nifti_path(path):
         embedded = embedded_label_names(path)
         if embedded:
             value_names, names_from = embedded, "nifti header extension"
@@ -281,22 +281,8 @@ def import_labelmap(path, table=None, mapping=None) -> LabelMap:
             raise InputError(f"{path.name} has labels up to {max(present)} and no label table; give one "
                              "(--label-table FILE: JSON, CSV or Slicer .ctbl) so its labels can be named.")
         value_names, names_from = native_classes("total"), "assumed TotalSegmentator 'total' indices"
-    unnamed = [v for v in present if v not in value_names]
-    renamed = {v: _apply_mapping(n, mapping, ts_table) for v, n in value_names.items() if v > 0}
-    for v in unnamed:
-        renamed[v] = f"label_{v}"
-    table_ext, added = ts_table.with_names(renamed.values())
-    array = table_ext.relabel(raw.array, renamed)
-    present_names = {renamed[v] for v in present}
-    meta = {
-        "source": str(path), "reader": "label image", "names_from": names_from,
-        "not_found": sorted({n for n in renamed.values() if n not in present_names}),
-        "unknown_names": [n for n in added if n in present_names],
-        "unnamed_values": unnamed,
-        "renamed": {value_names[v]: n for v, n in renamed.items()
-                    if v in value_names and value_names[v] != n},
-    }
-    return _finish(array, raw.affine, table_ext, meta)
+    return name_labels(raw, value_names, mapping, ts_table, source=str(path), reader="label image",
+                       names_from=names_from)
 
 
 def align_to_volume(labelmap: LabelMap, volume: Volume) -> LabelMap:

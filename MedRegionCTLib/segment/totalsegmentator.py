@@ -34,8 +34,8 @@ from ..data import load_json
 from ..errors import InputError, MissingDependencyError
 from ..progress import ProgressCallback, Steps
 from ..volume import LabelMap, Volume
+from ..volume.nifti import is_nifti_path, nifti_stem
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DEFAULT_TASKS = ("total",)
 EXTRA_CHEST_TASKS = ("lung_vessels", "trunk_cavities", "pleural_pericard_effusion", "lung_nodules", "breasts")
 
@@ -67,17 +67,6 @@ def native_classes(task: str = "total") -> dict[int, str]:
 
 
 # --- reading outputs -----------------------------------------------------------------------------------
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
 
 def parse_label_table_xml(content: bytes | str) -> dict[int, str] | None:
     """``{key: name}`` from a CaretExtension ``LabelTable`` XML (TotalSegmentator's label-name header)."""
@@ -143,31 +132,40 @@ def _finish(array: np.ndarray, affine, table: LabelTable, meta: dict) -> LabelMa
     return LabelMap(array, affine, names, meta)
 
 
-def _read_multilabel(path: Path, task: str, mapping, table: LabelTable) -> LabelMap:
-    embedded = embedded_label_names(path)
-    value_names = embedded if embedded is not None else native_classes(task)
-    source = "nifti header extension" if embedded is not None else f"TotalSegmentator task {task!r} indices"
-    raw = _read_label_array(path)
+def name_labels(raw: LabelMap, value_names: dict[int, str], mapping, table: LabelTable, **meta) -> LabelMap:
+    """Re-index a label image whose values mean ``value_names`` into the project's table.
+
+    Names go through ``mapping`` first; values the names do not cover are kept as ``label_<value>``
+    instead of dropping their voxels. ``meta`` tells where the names came from.
+    """
     present_values = present_labels(raw.array)
     unnamed = [v for v in present_values if v not in value_names]
     renamed = {v: _apply_mapping(n, mapping, table) for v, n in value_names.items() if v > 0}
-    for v in unnamed:  # keep labels the table does not name instead of dropping their voxels
+    for v in unnamed:
         renamed[v] = f"label_{v}"
     table, added = table.with_names(renamed.values())
     array = table.relabel(raw.array, renamed)
     present_names = {renamed[v] for v in present_values}
-    meta = {
-        "source": str(path), "reader": "totalsegmentator multi-label", "names_from": source,
-        "task": task if embedded is None else None,
-        "not_found": sorted({n for n in renamed.values() if n not in present_names}),
-        "unknown_names": [n for n in added if n in present_names],
-        "unnamed_values": unnamed,
-    }
+    meta.update(
+        not_found=sorted({n for n in renamed.values() if n not in present_names}),
+        unknown_names=[n for n in added if n in present_names],
+        unnamed_values=unnamed,
+        renamed={value_names[v]: n for v, n in renamed.items() if v in value_names and value_names[v] != n},
+    )
     return _finish(array, raw.affine, table, meta)
 
 
+def _read_multilabel(path: Path, task: str, mapping, table: LabelTable) -> LabelMap:
+    embedded = embedded_label_names(path)
+    value_names = embedded if embedded is not None else native_classes(task)
+    source = "nifti header extension" if embedded is not None else f"TotalSegmentator task {task!r} indices"
+    return name_labels(_read_label_array(path), value_names, mapping, table, source=str(path),
+                       reader="totalsegmentator multi-label", names_from=source,
+                       task=task if embedded is None else None)
+
+
 def _folder_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and _is_nifti(p) and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti_path(p) and not p.name.startswith("."))
     if not files:
         raise InputError(f"{folder} holds no NIfTI files; give TotalSegmentator's output folder (one "
                          "<class>.nii.gz per class) or its multi-label .nii.gz file.")
@@ -187,7 +185,7 @@ def _read_folder(folder: Path, mapping, table: LabelTable, overwrite: Iterable[s
             for value, name in embedded.items():
                 entries.append((_apply_mapping(name, mapping, table), path, value))
         else:
-            entries.append((_apply_mapping(_stem(path), mapping, table), path, None))
+            entries.append((_apply_mapping(nifti_stem(path), mapping, table), path, None))
     # Known TotalSegmentator classes first, in table order, so a voxel claimed by two files keeps the class
     # regions understand (e.g. 'aorta' before 'aorta_true_lumen').
     def order(entry):
@@ -257,7 +255,7 @@ def read_totalsegmentator_output(path, task: str = "total", mapping: Mapping[str
                          ".nii.gz file.")
     if path.is_dir():
         return _read_folder(path, mapping, table)
-    if not _is_nifti(path):
+    if not is_nifti_path(path):
         raise InputError(f"{path.name} is not a NIfTI file; TotalSegmentator writes .nii.gz (a multi-label "
                          "file or a folder of them).")
     return _read_multilabel(path, task, mapping, table)

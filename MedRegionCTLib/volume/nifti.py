@@ -101,7 +101,7 @@ def read_nifti_raw(path: Path, what: str):
     return raw, float(slope), float(inter), affine, meta
 
 
-def _is_nifti_path(path: Path) -> bool:
+def is_nifti_path(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
@@ -134,7 +134,7 @@ def write_nifti(image: Volume | LabelMap, path) -> Path:
     import nibabel as nib
 
     path = Path(path)
-    if not _is_nifti_path(path):
+    if not is_nifti_path(path):
         raise InputError(f"cannot write {path}: the name must end in .nii.gz or .nii.")
     if not isinstance(image, Volume | LabelMap):
         raise InputError(f"write_nifti needs a Volume or LabelMap, got {type(image).__name__}.")
