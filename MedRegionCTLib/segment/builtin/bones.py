@@ -1,0 +1,354 @@
+"""Skeleton: a hysteresis threshold (dense seeds, grown a little into partial-volume edges), then the spine,
+sternum, ribs and shoulder girdle told apart by position, vertebral levels from the intervertebral discs counted
+from the carina (the T4/T5 disc), ribs numbered by the vertebra their head sits against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import masks
+from .grid import Grid
+
+VERTEBRAE = [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)] + ["S1"]
+
+
+@dataclass
+class Skeleton:
+    bone: np.ndarray                      # coarse bone mask (all bones)
+    parts: np.ndarray                     # coarse int16: 0 none, else index into ``names``
+    names: list = field(default_factory=list)
+    spine_axis: np.ndarray | None = None  # per coarse slice (x, y_front, y_back) of the vertebral column, NaN if absent
+    levels: str = ""                      # how vertebral levels were anchored
+    notes: list = field(default_factory=list)
+
+    def part(self, name: str) -> np.ndarray:
+        return self.parts == (self.names.index(name) + 1) if name in self.names else np.zeros(self.parts.shape, bool)
+
+
+def bone_condition(params: dict):
+    """The full-resolution bone test: above ``edge_hu``, and on the bone's edge above the half-maximum between
+    the bone and what surrounds it (a partial-volume voxel belongs to the bone when the bone fills over half of
+    it, whatever the bone's density)."""
+    base = params["edge_hu"]
+
+    def cond(hu):
+        v = np.asarray(hu)
+        core = v > base
+        lo = ndi.minimum_filter(v, 3)
+        edge = core & (lo < base)
+        hi = ndi.maximum_filter(v, 3)
+        return core & (~edge | (2 * v.astype(np.int32) > hi.astype(np.int32) + lo))
+    return cond
+
+
+def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict) -> np.ndarray:
+    """Coarse bone: dense voxels plus their partial-volume rim; ``exclude`` holds contrast-filled blood."""
+    strong = (grid.coarse > params["hu_min"]) & body & ~exclude
+    strong = masks.remove_small(strong, max(2, int(params["min_component_ml"] / grid.coarse_voxel_ml)))
+    if exclude.any():
+        # with contrast, small vessels outside the pool are as dense as marrow: a bone piece has cortex
+        # somewhere, or at least is no thin tube lying against the blood pool
+        lab, n = masks.label(strong)
+        peak = ndi.maximum(grid.coarse_max, lab, index=np.arange(1, n + 1))
+        near_pool = ndi.binary_dilation(exclude, masks.ball(params["vessel_reach_mm"], grid.coarse_spacing))
+        touches = ndi.maximum(near_pool, lab, index=np.arange(1, n + 1))
+        keep = np.zeros(n + 1, bool)
+        keep[1:] = (np.asarray(peak) > params["cortical_hu"]) | ~np.asarray(touches, bool)
+        strong = keep[lab]
+    weak = (grid.coarse > params["edge_hu"]) & body & ~exclude
+    bone = strong | (weak & ndi.binary_dilation(strong))
+    # marrow paler than the threshold inside a cortical ring (osteoporotic vertebrae), not the spinal canal
+    filled = masks.fill_holes_axial(bone)
+    holes = filled & ~bone
+    if holes.any():
+        lab, n = masks.label(holes)
+        means = ndi.mean(grid.coarse, lab, index=np.arange(1, n + 1))
+        keep = np.zeros(n + 1, bool)
+        keep[1:] = np.asarray(means) > params["marrow_hu"]
+        bone |= keep[lab]
+    return bone
+
+
+def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.ndarray, extremities: np.ndarray,
+                   carina, params: dict) -> Skeleton:
+    names: list[str] = []
+    parts = np.zeros(bone.shape, np.int16)
+
+    def put(name, m):
+        if not m.any():
+            return
+        if name not in names:
+            names.append(name)
+        parts[m & (parts == 0)] = names.index(name) + 1
+
+    sx, sy, sz = grid.coarse_spacing
+    nx, ny, nz = bone.shape
+    notes = []
+    axis = spine_axis(grid, bone, body)
+    xs = np.arange(nx)[:, None]
+    ys = np.arange(ny)[None, :]
+    spine = np.zeros(bone.shape, bool)
+    sternum = np.zeros(bone.shape, bool)
+    half_w = params["spine_half_width_mm"] / sx
+    for k in range(nz):
+        b = bone[:, :, k]
+        if not b.any():
+            continue
+        bx = np.flatnonzero(body[:, :, k].any(axis=1))
+        by = np.flatnonzero(body[:, :, k].any(axis=0))
+        if bx.size == 0:
+            continue
+        mid = (bx[0] + bx[-1]) / 2.0
+        y_mid = (by[0] + by[-1]) / 2.0
+        if np.isfinite(axis[k, 0]):
+            x0, y_front, y_back = axis[k]
+            zone = (np.abs(xs - x0) <= half_w) & (ys <= y_front + 5.0 / sy) & (ys >= y_back - 10.0 / sy)
+            spine[:, :, k] = b & zone
+            mid = x0
+        front = (np.abs(xs - mid) <= params["sternum_half_width_mm"] / sx) & (ys > y_mid)
+        sternum[:, :, k] = b & front & ~spine[:, :, k]
+    # the sternum is the anterior midline bone in front of the lungs' front edge, not a rib end crossing it
+    sternum = _anterior_to_lungs(sternum, lungs)
+    rest = bone & ~spine & ~sternum
+    # the shoulder girdle and arms lie outside the rib cage: farther from the lungs than a rib can be
+    near_lung = ndi.distance_transform_edt(~lungs, sampling=grid.coarse_spacing) <= params["rib_max_from_lung_mm"] \
+        if lungs.any() else np.zeros(bone.shape, bool)
+    arm = rest & ndi.binary_dilation(extremities, iterations=2)
+    ribs = rest & near_lung & ~arm
+    other = rest & ~ribs & ~arm
+    if carina is not None and other.any():
+        # the scapula ends above the 8th rib; bone far from the lung lower down is rib over pleural fluid
+        k_low = int(carina[2] - round(params["scapula_lowest_below_carina_mm"] / sz))
+        lab, n = masks.label(other, connectivity=3)
+        for i, box in enumerate(ndi.find_objects(lab), start=1):
+            if box is not None and np.argwhere(lab[box] == i)[:, 2].mean() + box[2].start < k_low:
+                piece = np.zeros(bone.shape, bool)
+                piece[box] = lab[box] == i
+                ribs |= piece
+                other &= ~piece
+    rib_pieces = list(_rib_pieces(ribs, axis))
+    levels, how = _vertebral_levels(grid, axis, carina, [p[2] for p in rib_pieces], spine)
+    for name, m in _label_vertebrae(spine, levels):
+        put(f"vertebrae_{name}", m)
+    put("sternum", sternum)
+    for side, m, head_k in rib_pieces:
+        number = _rib_number(head_k, levels)
+        if number is not None:
+            put(f"rib_{side}_{number}", m)
+    for name, m in _girdle(grid, other | arm, body, lungs, arm):
+        put(name, m)
+    if not levels and (spine.any() or ribs.any()):
+        notes.append("vertebral levels could not be anchored (no carina, no first or last rib with room "
+                     "around it): vertebrae and ribs left unlabelled")
+        bone = bone & ~spine & ~ribs
+    leftover = bone & (parts == 0)
+    if leftover.any():
+        # spine voxels without a level and small unclassified pieces join their nearest labelled neighbour
+        if (parts > 0).any():
+            _, idx = ndi.distance_transform_edt(parts == 0, return_indices=True)
+            fill = parts[tuple(idx)]
+            parts[leftover] = fill[leftover]
+        else:
+            notes.append("bones found but not told apart")
+    return Skeleton(bone, parts, names, axis, how, notes)
+
+
+def spine_axis(grid: Grid, bone: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """Per slice: x of the vertebral column and the y of its front (vertebral body) and back (spinous process).
+
+    The column is the bone on the midline behind the body's centre; its x comes from the bone there.
+    """
+    sx, sy, sz = grid.coarse_spacing
+    nx, ny, nz = bone.shape
+    axis = np.full((nz, 3), np.nan)
+    for k in range(nz):
+        bx = np.flatnonzero(body[:, :, k].any(axis=1))
+        by = np.flatnonzero(body[:, :, k].any(axis=0))
+        if bx.size == 0:
+            continue
+        mid = (bx[0] + bx[-1]) / 2.0
+        y_mid = (by[0] + by[-1]) / 2.0
+        half = max(1, int(round(12.0 / sx)))
+        lo, hi = int(max(0, mid - half)), int(min(nx, mid + half + 1))
+        strip = bone[lo:hi, : int(y_mid), k]
+        if strip.sum() < 20.0 / (sx * sy):
+            continue
+        yy = np.flatnonzero(strip.any(axis=0))
+        # the vertebral body: the most anterior run of bone behind the body's centre
+        runs = np.split(yy, np.flatnonzero(np.diff(yy) > max(1, int(6.0 / sy))) + 1)
+        front_run = runs[-1]
+        xcols = np.flatnonzero(strip[:, front_run].any(axis=1)) + lo
+        axis[k] = (xcols.mean(), front_run[-1], yy[0])
+    # smooth along z and bridge the discs (no bone in the midline strip at a disc's level)
+    good = np.isfinite(axis[:, 0])
+    if good.sum() >= 3:
+        ks = np.arange(nz)
+        first, last = np.flatnonzero(good)[[0, -1]]
+        for c in range(3):
+            filled = np.interp(ks, ks[good], axis[good, c])
+            filled = ndi.median_filter(filled, size=max(3, int(round(12.0 / sz)) | 1), mode="nearest")
+            axis[first:last + 1, c] = filled[first:last + 1]
+    return axis
+
+
+def _anterior_to_lungs(sternum: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    keep = np.zeros_like(sternum)
+    for k in np.flatnonzero(sternum.any(axis=(0, 1))):
+        lung_y = np.flatnonzero(lungs[:, :, k].any(axis=0))
+        if lung_y.size == 0:
+            keep[:, :, k] = sternum[:, :, k]
+            continue
+        # anterior to the middle of the lungs' anterior-posterior span
+        cut = int((lung_y[0] + lung_y[-1]) / 2)
+        keep[:, cut:, k] = sternum[:, cut:, k]
+    return masks.remove_small(keep, 4)
+
+
+def _discs(grid: Grid, axis) -> tuple[list, float]:
+    """Intervertebral discs: dips of the vertebral body's HU profile along the column; and the level height
+    (slices) -- the median disc spacing, or 24 mm when fewer than three discs show."""
+    sx, sy, sz = grid.coarse_spacing
+    nz = axis.shape[0]
+    good = np.flatnonzero(np.isfinite(axis[:, 0]))
+    default = 24.0 / sz
+    if good.size < max(3, int(40.0 / sz)):
+        return [], default
+    profile = np.full(nz, np.nan)
+    r = max(1, int(round(6.0 / sx)))
+    for k in good:
+        x0, y_front, _ = axis[k]
+        i0, j0 = int(round(x0)), int(round(y_front - 14.0 / sy))  # the middle of the vertebral body
+        patch = grid.coarse[max(0, i0 - r):i0 + r + 1, max(0, j0 - r):j0 + r + 1, k]
+        if patch.size:
+            profile[k] = float(patch.mean())
+    prof = np.interp(np.arange(nz), good, profile[good])
+    dip = ndi.median_filter(prof, size=max(3, int(round(30.0 / sz)) | 1), mode="nearest") - prof
+    min_gap = max(2, int(round(15.0 / sz)))
+    discs: list[int] = []
+    for k in range(good[0] + 1, good[-1]):
+        window = dip[max(0, k - min_gap // 2):k + min_gap // 2 + 1]
+        if dip[k] >= 35.0 and dip[k] == window.max() and (not discs or k - discs[-1] >= min_gap):
+            discs.append(k)
+    if len(discs) < 3:
+        return [], default
+    return discs, float(np.median(np.diff(discs)))
+
+
+def _vertebral_levels(grid: Grid, axis, carina, rib_heads, spine):
+    """(name, k_lo, k_hi) per vertebra, numbered from an anchor: the carina at the T4/T5 disc, else the last
+    rib's head at T12, else the first rib's head at T1 (each only with room around it in the field of view)."""
+    discs, pitch = _discs(grid, axis)
+    nz = axis.shape[0]
+    good = np.flatnonzero(np.isfinite(axis[:, 0]))
+    if good.size == 0 or not spine.any():
+        return [], ""
+    lo_k, hi_k = int(good[0]), int(good[-1])
+    anchor = None
+    if carina is not None:
+        anchor, below, how = float(carina[2]), "T5", "carina at the T4/T5 disc"
+    elif rib_heads:
+        low, high = min(rib_heads), max(rib_heads)
+        if low - lo_k >= pitch:
+            anchor, below, how = low - 0.5 * pitch, "L1", "lowest rib at T12"
+        elif hi_k - high >= pitch:
+            anchor, below, how = high + 0.5 * pitch, "T1", "highest rib at T1"
+    if anchor is None:
+        return [], ""
+    if discs:
+        d = np.asarray(discs, float)
+        j = int(np.argmin(np.abs(d - anchor)))
+        if abs(d[j] - anchor) <= 0.6 * pitch:
+            anchor = float(d[j])
+    else:
+        how += "; discs not resolved, adult level height assumed"
+    planes = {0: anchor}  # disc planes, numbered downwards from the anchor disc
+    for step in (1, -1):
+        n, k = 0, anchor
+        while lo_k - pitch <= k <= hi_k + pitch:
+            guess = k - step * pitch
+            near = [p for p in discs if abs(p - guess) <= 0.35 * pitch]
+            k = float(near[0]) if near else guess
+            n += step
+            planes[n] = k
+    first = VERTEBRAE.index(below)
+    levels = []
+    for n in sorted(planes):
+        if n + 1 in planes and 0 <= first + n < len(VERTEBRAE):
+            levels.append((VERTEBRAE[first + n], planes[n + 1], planes[n]))
+    del nz
+    return levels, how
+
+
+def _label_vertebrae(spine: np.ndarray, levels):
+    ks = np.arange(spine.shape[2])
+    for name, k_lo, k_hi in levels:
+        sel = (ks >= k_lo) & (ks < k_hi)
+        if not sel.any():
+            continue
+        m = np.zeros_like(spine)
+        m[:, :, sel] = spine[:, :, sel]
+        if m.any():
+            yield name, m
+
+
+def _rib_pieces(ribs: np.ndarray, axis):
+    """(side, mask, head slice) per rib component; the head is its point nearest the column's axis."""
+    lab, n = masks.label(ribs, connectivity=3)
+    if n == 0:
+        return
+    nz = ribs.shape[2]
+    mids = axis[:, 0]
+    fallback = float(np.nanmean(mids)) if np.isfinite(mids).any() else ribs.shape[0] / 2.0
+    for i, box in enumerate(ndi.find_objects(lab), start=1):
+        if box is None:
+            continue
+        comp = lab[box] == i
+        pts = np.argwhere(comp) + [b.start for b in box]
+        mid = np.where(np.isfinite(mids[pts[:, 2]]), mids[np.clip(pts[:, 2], 0, nz - 1)], fallback)
+        side = "left" if np.median(pts[:, 0] - mid) < 0 else "right"  # canonical RAS: left = smaller x
+        head = pts[np.argmin(np.abs(pts[:, 0] - mid) + 0.5 * (pts[:, 1] - pts[:, 1].min()))]
+        m = np.zeros(ribs.shape, bool)
+        m[box] = comp
+        yield side, m, int(head[2])
+
+
+def _rib_number(head_k: int, levels) -> int | None:
+    """The thoracic level whose vertebra the rib head sits against (nearest level when between)."""
+    thoracic = [(name, lo, hi) for name, lo, hi in levels if name.startswith("T")]
+    if not thoracic:
+        return None
+    for name, lo, hi in thoracic:
+        if lo <= head_k < hi:
+            return int(name[1:])
+    dist = [(min(abs(head_k - lo), abs(head_k - hi)), int(name[1:])) for name, lo, hi in thoracic]
+    best = min(dist)
+    return best[1] if best[0] <= 1.5 * (thoracic[0][2] - thoracic[0][1]) else None
+
+
+def _girdle(grid: Grid, other: np.ndarray, body: np.ndarray, lungs: np.ndarray, arm: np.ndarray):
+    """Bone outside the rib cage: humerus in the arms, clavicle in front and above, scapula behind."""
+    if not other.any():
+        return
+    lab, n = masks.label(other, connectivity=3)
+    nx = other.shape[0]
+    lung_x = np.flatnonzero(lungs.any(axis=(1, 2)))
+    mid = (lung_x[0] + lung_x[-1]) / 2.0 if lung_x.size else nx / 2.0
+    lung_y = np.flatnonzero(lungs.any(axis=(0, 2)))
+    y_mid = (lung_y[0] + lung_y[-1]) / 2.0 if lung_y.size else other.shape[1] / 2.0
+    for i, box in enumerate(ndi.find_objects(lab), start=1):
+        if box is None:
+            continue
+        local = lab[box] == i
+        c = np.argwhere(local).mean(axis=0) + [b.start for b in box]
+        comp = np.zeros(other.shape, bool)
+        comp[box] = local
+        side = "left" if c[0] < mid else "right"
+        if (local & arm[box]).sum() > 0.5 * local.sum():
+            yield f"humerus_{side}", comp
+        elif c[1] > y_mid:
+            yield f"clavicula_{side}", comp
+        else:
+            yield f"scapula_{side}", comp

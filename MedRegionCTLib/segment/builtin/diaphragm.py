@@ -1,0 +1,64 @@
+"""The diaphragm as a height map: where a lung rests on an abdominal organ (soft tissue under its floor, not
+fat or fluid), its floor is the diaphragm; normalised convolution of those heights carries the surface under the
+heart and out to the body wall. Everything in the body below it is abdomen."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .grid import Grid
+
+
+def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict,
+                     exclude_columns: np.ndarray | None = None) -> np.ndarray | None:
+    """Per (x, y) coarse column the coarse z (float) of the diaphragm's upper surface, or None when no lung
+    rests on the diaphragm in the field of view. ``exclude_columns`` (x, y) are not used as floor points (the
+    lung over the heart rests on the heart, not on the diaphragm)."""
+    if not lungs.any():
+        return None
+    nx, ny, nz = lungs.shape
+    has = lungs.any(axis=2)
+    low = np.argmax(lungs, axis=2)  # lowest lung voxel per column
+    usable = has & (low >= 2)
+    if exclude_columns is not None:
+        usable &= ~exclude_columns
+    xs, ys = np.nonzero(usable)
+    if xs.size < 20:
+        return None
+    zs = low[xs, ys]
+    # under the floor (4-6 mm down): an abdominal organ, not fat, fluid or the edge of the image
+    k_under = np.maximum(zs - max(1, int(round(5.0 / grid.coarse_spacing[2]))), 0)
+    hu_under = grid.coarse[xs, ys, k_under]
+    ok = body[xs, ys, k_under] & ~lungs[xs, ys, k_under] & (hu_under > params["organ_hu_min"]) \
+        & (hu_under < params["organ_hu_max"])
+    lung_z = np.flatnonzero(lungs.any(axis=(0, 1)))
+    ok &= zs <= lung_z[0] + 0.6 * (lung_z[-1] - lung_z[0])  # the lower part of the lungs
+    xs, ys, zs = xs[ok], ys[ok], zs[ok].astype(np.float64) - 0.5
+    if xs.size < 20:
+        return None
+    known = np.full((nx, ny), np.nan)
+    order = np.argsort(-zs)  # where a column crosses the lung twice, its lowest floor wins
+    known[xs[order], ys[order]] = zs[order]
+    w = np.isfinite(known).astype(np.float64)
+    v = np.nan_to_num(known)
+    # normalised convolution carries the dome under the heart and over floors lifted by fluid
+    sigma = params["spread_mm"] / grid.coarse_spacing[:2]
+    wf = ndi.gaussian_filter(w, sigma)
+    fill = ndi.gaussian_filter(v * w, sigma) / np.maximum(wf, 1e-9)
+    far = wf < 1e-4
+    if far.any():  # beyond the filter's reach: the nearest known height
+        _, idx = ndi.distance_transform_edt(w == 0, return_indices=True)
+        fill[far] = v[tuple(idx)][far]
+    surf = np.where(w > 0, v, fill)
+    surf = ndi.gaussian_filter(surf, 6.0 / grid.coarse_spacing[:2])
+    # (no clamping to the lung floor: a lung floor lifted by an effusion is not the diaphragm)
+    return np.clip(surf, -1, nz)
+
+
+def below(height: np.ndarray | None, shape) -> np.ndarray:
+    """Mask of voxels under the diaphragm surface."""
+    if height is None:
+        return np.zeros(shape, bool)
+    ks = np.arange(shape[2])[None, None, :]
+    return ks < height[:, :, None]

@@ -1,0 +1,180 @@
+"""The built-in classical segmenter on the phantom (small and tiny presets) and on small synthetic volumes:
+Dice per structure, sides in world space, orientation independence, no invented chest, progress and cancel."""
+
+import numpy as np
+import pytest
+
+from MedRegionCTLib.data import totalsegmentator_class_indices
+from MedRegionCTLib.errors import CancelledError
+from MedRegionCTLib.phantom import make_phantom
+from MedRegionCTLib.progress import CancelToken
+from MedRegionCTLib.segment import get_segmenter
+from MedRegionCTLib.segment.base import Segmenter
+from MedRegionCTLib.segment.builtin import BuiltinSegmenter
+from MedRegionCTLib.volume import Volume
+
+BONE_PREFIXES = ("vertebrae_", "rib_", "sternum")
+
+
+def group(labels, pred) -> np.ndarray:
+    return np.isin(labels.array, [i for i, n in labels.names.items() if pred(n)])
+
+
+def lobes(labels, side):
+    return group(labels, lambda n: n.startswith("lung_") and "lobe" in n and n.endswith(side))
+
+
+def dice(a, b) -> float:
+    return 2.0 * float((a & b).sum()) / max(1, int(a.sum()) + int(b.sum()))
+
+
+def centroid_ras(mask, affine) -> np.ndarray:
+    return np.argwhere(mask).mean(axis=0) @ affine[:3, :3].T + affine[:3, 3]
+
+
+@pytest.fixture(scope="module")
+def small():
+    ph = make_phantom("small", seed=0, findings="default")
+    return ph, BuiltinSegmenter().segment(ph.volume)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_phantom("tiny", seed=1, findings="none")
+
+
+def test_is_a_segmenter_and_registered():
+    seg = get_segmenter("builtin")
+    assert isinstance(seg, BuiltinSegmenter)
+    assert isinstance(seg, Segmenter)
+    assert seg.name == "builtin"
+
+
+@pytest.mark.parametrize("name, pred, minimum", [
+    ("body", lambda n: n not in ("body_extremities",) and not n.startswith("humerus"), 0.97),
+    ("bones", lambda n: n.startswith(BONE_PREFIXES), 0.85),
+    ("airway", lambda n: n in ("trachea", "lung_airways"), 0.85),
+    ("heart", lambda n: n == "heart", 0.88),
+    ("aorta", lambda n: n == "aorta", 0.75),
+    ("esophagus", lambda n: n == "esophagus", 0.7),
+])
+def test_small_phantom_dice(small, name, pred, minimum):
+    ph, lm = small
+    assert dice(group(lm, pred), group(ph.labels, pred)) >= minimum
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_small_phantom_lungs_and_sides(small, side):
+    ph, lm = small
+    ours, truth = lobes(lm, side), lobes(ph.labels, side)
+    assert dice(ours, truth) >= 0.97
+    x = centroid_ras(ours, lm.affine)[0]
+    assert (x < 0) if side == "left" else (x > 0)  # RAS: the patient's left is at negative x
+
+
+def test_small_phantom_labels_and_meta(small):
+    ph, lm = small
+    index = totalsegmentator_class_indices()
+    assert lm.shape == ph.volume.shape and np.allclose(lm.affine, ph.volume.affine)
+    assert all(index[name] == i for i, name in lm.names.items())
+    present = set(lm.present().values())
+    for name in ("body_trunc", "trachea", "lung_airways", "heart", "aorta", "esophagus", "mediastinum",
+                 "lung_pleural", "sternum", "abdominal_cavity", "vertebrae_T5", "rib_left_5", "rib_right_5"):
+        assert name in present
+    assert {"lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_middle_lobe_right",
+            "lung_lower_lobe_right"} <= present
+    assert lm.meta["lobes"] in ("fissures", "fissures+zones")  # the phantom draws its oblique fissures
+    assert lm.meta["chest_ct"] is True and lm.meta["contrast"] is False
+    assert "heart" not in lm.meta["not_found"] and "breast" in lm.meta["not_found"]  # no breasts in this phantom
+    assert lm.meta["vertebral_levels"].startswith("carina")
+
+
+def test_vertebral_levels_rib_numbers_and_lobes_match(small):
+    ph, lm = small
+    for name in ("vertebrae_T4", "vertebrae_T8", "rib_left_5", "rib_right_6", "lung_upper_lobe_left",
+                 "lung_lower_lobe_left", "lung_upper_lobe_right", "lung_lower_lobe_right"):
+        assert dice(lm.mask(name), ph.labels.mask(name)) >= 0.6, name
+
+
+def test_same_segmentation_in_world_space_for_ras_and_lps(tiny):
+    lps = tiny.volume
+    # the same image stored in RAS order with the axes permuted: flip i and j, swap i and k
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:3, 3] = [lps.shape[0] - 1, lps.shape[1] - 1, 0]
+    arr = np.flip(lps.array, axis=(0, 1)).transpose(2, 1, 0)
+    perm = np.eye(4)[[2, 1, 0, 3]]
+    ras = Volume(np.ascontiguousarray(arr), lps.affine @ flip @ perm)
+    assert ras.orientation != lps.orientation
+    a = BuiltinSegmenter().segment(lps)
+    b = BuiltinSegmenter().segment(ras)
+    back = np.flip(b.array.transpose(2, 1, 0), axis=(0, 1))
+    assert np.allclose(b.affine, ras.affine)
+    names_a = {i: a.names[i] for i in np.unique(a.array) if i}
+    names_b = {i: b.names[i] for i in np.unique(b.array) if i}
+    assert names_a == names_b
+    assert float((back == a.array).mean()) > 0.9999
+
+
+def test_progress_is_reported_and_cancel_stops(tiny):
+    seen = []
+    BuiltinSegmenter().segment(tiny.volume, progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(fractions) >= 8
+    token = CancelToken()
+
+    def stop_after_two(f, m):
+        if f > 0.15:
+            token.set()
+
+    with pytest.raises(CancelledError):
+        BuiltinSegmenter().segment(tiny.volume, progress=stop_after_two, cancel=token)
+
+
+def _abdomen_volume(lungs: bool) -> Volume:
+    """A 2 mm torso of soft tissue with a spine, bowel gas and (optionally) two lungs."""
+    shape = (140, 110, 90)
+    x, y, z = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
+    cx, cy = 70, 55
+    arr = np.full(shape, -1000, np.int16)
+    torso = ((x - cx) / 60) ** 2 + ((y - cy) / 42) ** 2 <= 1
+    arr[torso] = 40
+    arr[torso & (((x - cx) / 58) ** 2 + ((y - cy) / 40) ** 2 > 1)] = -100  # subcutaneous fat
+    spine = ((x - cx) ** 2 + (y - cy + 28) ** 2) <= 49
+    arr[spine] = 400
+    gas = (((x - 45) ** 2 + (y - 60) ** 2 + (z - 30) ** 2) <= 100) | (((x - 95) ** 2 + (y - 50) ** 2) <= 36)
+    arr[gas & torso] = -1000
+    if lungs:
+        for lx in (40, 100):
+            lung = ((x - lx) / 22) ** 2 + ((y - cy) / 30) ** 2 + ((z - 60) / 28) ** 2 <= 1
+            arr[lung] = -850
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-140, -110, -90]
+    return Volume(arr, affine)
+
+
+def test_volume_without_lungs_is_not_made_into_a_chest():
+    lm = BuiltinSegmenter().segment(_abdomen_volume(lungs=False))
+    assert lm.meta["chest_ct"] is False
+    assert any("no lungs" in note for note in lm.meta["notes"])
+    present = set(lm.present().values())
+    assert "body_trunc" in present
+    for name in ("lung_upper_lobe_left", "lung_lower_lobe_right", "trachea", "heart", "aorta", "mediastinum"):
+        assert name not in present
+        assert name in lm.meta["not_found"]
+
+
+def test_volume_with_lungs_finds_both_sides():
+    lm = BuiltinSegmenter().segment(_abdomen_volume(lungs=True))
+    left, right = lobes(lm, "left"), lobes(lm, "right")
+    assert left.any() and right.any()
+    assert centroid_ras(left, lm.affine)[0] < centroid_ras(right, lm.affine)[0]
+    # synthetic lungs have no airway: it is reported, not invented
+    assert "trachea" in lm.meta["not_found"] and not lm.mask("trachea").any()
+
+
+def test_empty_air_volume_gives_a_clear_note():
+    vol = Volume(np.full((40, 40, 20), -1000, np.int16), np.diag([2.0, 2.0, 2.0, 1.0]))
+    lm = BuiltinSegmenter().segment(vol)
+    assert not lm.present()
+    assert any("no body" in note for note in lm.meta["notes"])
+    assert "body_trunc" in lm.meta["not_found"]
