@@ -125,10 +125,11 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
 
     if opts.arms == "down":
         for side, suffix in ((1, "right"), (-1, "left")):
-            arm = SuperEllipticCylinder((200 * side * jitter[0], -20), 40, 44, -260, 150)
-            an.add(arm, hu["muscle"], "body_extremities")
-            an.add(Offset(arm, -8), hu["muscle"], name="arm muscle")
-            an.add(Tube([(186 * side * jitter[0], -22, 150), (188 * side * jitter[0], -25, -200)], 10),
+            # beside the torso (touching it); the field of view cuts their lateral part, as in real scans
+            arm = SuperEllipticCylinder((206 * side * jitter[0], -20), 36, 42, -260, 150)
+            an.add(Difference(arm, torso), hu["fat"], "body_extremities")
+            an.add(Difference(Offset(arm, -6), torso), hu["muscle"], name="arm muscle")
+            an.add(Tube([(203 * side * jitter[0], -22, 150), (205 * side * jitter[0], -25, -200)], 10),
                    hu["cortical_bone"], f"humerus_{suffix}")
 
     # --- diaphragm and upper abdomen --------------------------------------------------------------
@@ -151,8 +152,8 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
     heart = Ellipsoid(j((-25, 35, -85)), (62 * hs, 48 * hs, 50 * hs), rotation_matrix(z_deg=-35.6, y_deg=-26.7))
     an.shapes["heart"] = heart
     aorta_pts = [j(p) for p in [(2, 20, -45), (20, 22, -15), (22, 18, 20), (10, 15, 45), (-12, 5, 52),
-                                (-30, -20, 42), (-30, -45, 15), (-27, -50, -60), (-17, -54, -150),
-                                (-8, -55, -270)]]
+                                (-30, -20, 42), (-30, -45, 15), (-27, -50, -60), (-17, -49, -150),
+                                (-10, -42, -270)]]  # the abdominal aorta runs in front of the spine
     r_asc = opts.ascending_aorta_diameter_mm / 2.0
     aorta = Tube(aorta_pts, [15, r_asc, r_asc, 14, 13.5, 12.5, 12, 12, 11.5, 11])
     svc = Tube([j((48, 12, 75)), j((48, 15, -30))], 9.5)
@@ -252,9 +253,10 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
     an.add(pulmonary, blood, "pulmonary_artery")
     an.add(esophagus, hu["esophagus"], "esophagus")
     an.add(Tube(esophagus_pts[:4], 2.0), hu["air"] + 150, name="esophageal air")
+    # walls first, then the lumens, so no wall is painted across the carina and the airway stays open
     an.add(trachea, hu["airway_wall"], "trachea")
-    an.add(trachea_lumen, hu["air"], name="tracheal lumen")
     an.add(bronchi, hu["airway_wall"], "lung_airways")
+    an.add(trachea_lumen, hu["air"], name="tracheal lumen")
     an.add(bronchi_lumen, hu["air"], name="bronchial lumen")
     thyroid = Union(Ellipsoid(j((21, -2, 128)), (9, 10, 22)), Ellipsoid(j((-21, -2, 128)), (9, 10, 22)),
                     Ellipsoid(j((0, 6, 114)), (14, 4, 7)))

@@ -51,6 +51,20 @@ def test_same_seed_same_ct_other_seed_other_ct(tiny):
     assert not np.array_equal(other.volume.array, tiny.volume.array)
 
 
+def test_airway_is_open_from_trachea_into_both_main_bronchi():
+    from scipy import ndimage
+
+    ph = make_phantom("small", seed=0, findings="none", truth_points=2**12)
+    air = ph.volume.array < -500
+    airway = ph.labels.mask("trachea") | ph.labels.mask("lung_airways")
+    components, _ = ndimage.label(air & airway)
+    top = np.argwhere(ph.labels.mask("trachea"))[:, 2].max()
+    trachea_top = set(np.unique(components[:, :, top - 2])) - {0}
+    reach = np.isin(components, list(trachea_top)) & ph.labels.mask("lung_airways")
+    sides = ph.volume.index_to_world(np.argwhere(reach))[:, 0]
+    assert (sides > 20).any() and (sides < -20).any(), "air runs from the trachea into both main bronchi"
+
+
 def test_organs_lie_on_the_correct_side(tiny):
     lab = tiny.labels
     for name in ("lung_upper_lobe_left", "lung_lower_lobe_left", "spleen", "stomach", "rib_left_5"):
@@ -227,8 +241,13 @@ def test_progress_is_reported_and_reaches_one():
 def test_arms_down_and_breasts_options():
     ph = make_phantom("tiny", seed=0, findings="none", arms="down", breasts=True)
     present = set(ph.labels.present().values())
-    assert {"breast", "body_extremities", "humerus_left", "humerus_right"} <= present
-    assert centroid_ras(ph.labels, "humerus_left")[0] < -150
+    assert {"breast", "body_extremities"} <= present
+    arms = ph.labels.mask("body_extremities")
+    assert not (arms & ph.labels.mask("body_trunc")).any()
+    left = arms.copy()
+    left[: arms.shape[0] // 2] = False  # LPS: high i is the patient's left
+    assert left.any() and (arms & ~left).any(), "an arm on each side"
+    assert centroid_ras(ph.labels, "breast")[1] > centroid_ras(ph.labels, "heart")[1], "breasts lie anterior"
 
 
 @pytest.mark.slow
