@@ -125,8 +125,8 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
 
     if opts.arms == "down":
         for side, suffix in ((1, "right"), (-1, "left")):
-            # beside the torso (touching it); the field of view cuts their lateral part, as in real scans
-            arm = SuperEllipticCylinder((206 * side * jitter[0], -20), 36, 42, -260, 150)
+            # beside the torso with a thin gap; the field of view cuts their lateral part, as in real scans
+            arm = SuperEllipticCylinder((211 * side * jitter[0], -20), 36, 42, -260, 150)
             an.add(Difference(arm, torso), hu["fat"], "body_extremities")
             an.add(Difference(Offset(arm, -6), torso), hu["muscle"], name="arm muscle")
             an.add(Tube([(203 * side * jitter[0], -22, 150), (205 * side * jitter[0], -25, -200)], 10),
