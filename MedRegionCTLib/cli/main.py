@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": "demo",
     "info": "info",
     "segment": "segment",
+    "measure": "measure",
     "evaluate": "evaluate",
 }
 

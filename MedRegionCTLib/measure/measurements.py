@@ -1,0 +1,377 @@
+"""``measure(volume, labelmap)``: attributes of every structure, region and lesion candidate, the derived
+clinical measures and their sentences, as one :class:`Measurements` with ``to_json`` and ``to_rows``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from ..anatomy import build_regions, class_group, load_schema, patient_axes, side_of
+from ..errors import InputError
+from ..progress import Steps, check_cancel
+from . import clinical as clin
+from .intensity import PERCENTILES, hu_statistics
+from .lesions import BODY_CLASSES, describe_nodule, detection_params, distance_to, find_nodules, find_pleural_effusions
+from .position import Frame, describe_position, lobe_of
+from .sentences import clinical_sentences, lesion_sentence, structure_sentence
+from .shape import crop_of, shape_attributes
+
+# mediastinal vessels at the lung roots (candidates touching them are hilar vessel lumps)
+HILAR_CLASSES = ("pulmonary_artery", "pulmonary_vein", "heart", "atrial_appendage_left", "aorta",
+                 "superior_vena_cava", "brachiocephalic_vein_left", "brachiocephalic_vein_right")
+LOBES = ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right", "lung_upper_lobe_left",
+         "lung_lower_lobe_left")
+# Which schema region a clinical measure belongs to: the class it is measured on.
+_MEASURE_CLASS = {
+    "cardiothoracic_ratio": "heart", "ascending_aorta_diameter_mm": "aorta",
+    "descending_aorta_diameter_mm": "aorta", "main_pulmonary_artery_diameter_mm": "pulmonary_artery",
+    "pa_to_aorta_ratio": "pulmonary_artery", "trachea_diameter_mm": "trachea",
+    "lung_volume_ml": "lung_upper_lobe_right", "laa_950_percent": "lung_upper_lobe_right",
+    "pleural_effusion_volume_ml": "pleural_effusion", "pericardial_fluid_volume_ml": "pericardial_effusion",
+    "vertebral_levels": "vertebrae_T5",
+}
+
+
+@dataclass
+class Measurements:
+    structures: dict = field(default_factory=dict)
+    regions: dict = field(default_factory=dict)
+    clinical: dict = field(default_factory=dict)
+    lesions: list = field(default_factory=list)
+    sentences: dict = field(default_factory=dict)  # region key -> sentences
+    lesion_masks: list = field(default_factory=list)  # (crop slices, boolean crop) per lesion, same order
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """Plain JSON types only (numpy scalars converted)."""
+        return _plain({"format": "medregionct-measurements", "version": 1, "meta": self.meta,
+                       "structures": self.structures, "regions": self.regions, "clinical": self.clinical,
+                       "lesions": self.lesions, "sentences": self.sentences})
+
+    def to_rows(self) -> list[dict]:
+        """One flat row per structure, region and lesion; units in the column names."""
+        rows = []
+        for kind, items in (("structure", self.structures.items()), ("region", self.regions.items()),
+                            ("lesion", ((f"{les['kind']}_{les['id']}", les) for les in self.lesions))):
+            for name, a in items:
+                row = {"kind": kind, "name": name}
+                for key, value in a.items():
+                    if key in ("centroid_ras", "bbox_ras_min", "bbox_ras_max"):
+                        for axis, v in zip("ras", value, strict=True):
+                            row[f"{key.replace('_ras', '')}_{axis}_mm"] = round(v, 2)
+                    elif key == "extent_mm":
+                        for axis, v in zip(("rl", "ap", "si"), value, strict=True):
+                            row[f"extent_{axis}_mm"] = round(v, 2)
+                    elif key in ("bbox_index", "sentence", "classes", "sources"):
+                        continue
+                    elif isinstance(value, float):
+                        row[key if _has_unit(key) else f"{key}_hu" if key.startswith("hu_") else key] = round(
+                            value, 4)
+                    elif isinstance(value, int | str | bool | np.integer | np.bool_) or value is None:
+                        row[key] = _plain(value)
+                rows.append(row)
+        return rows
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _has_unit(key: str) -> bool:
+    return key.endswith(("_ml", "_mm", "_mm2", "_hu", "_percent")) or key.startswith("hu_") or key in (
+        "confidence", "solid_fraction", "elongation", "lobe_share", "lung_contact_fraction")
+
+
+def _local_affine(affine, crop) -> np.ndarray:
+    aff = np.array(affine, dtype=np.float64)
+    aff[:3, 3] = aff[:3, :3] @ np.array([s.start for s in crop], dtype=np.float64) + aff[:3, 3]
+    return aff
+
+
+def _attributes(sub: np.ndarray, crop, affine, si_axis: int, hu: np.ndarray, frame: Frame,
+                surface: str = "corners") -> dict | None:
+    a = shape_attributes(sub, _local_affine(affine, crop), si_axis, crop=tuple(slice(0, n) for n in sub.shape),
+                         diameter_surface=surface)
+    if a is None:
+        return None
+    a["bbox_index"] = [[lo + s.start, hi + s.start] for (lo, hi), s in zip(a["bbox_index"], crop, strict=True)]
+    a["axial_slice_index"] += crop[si_axis].start
+    a.update(hu_statistics(hu[crop][sub], PERCENTILES))
+    a.update(describe_position(a["bbox_ras_min"], a["bbox_ras_max"], a["centroid_ras"], frame))
+    return a
+
+
+def _frame(labelmap, objects, index_of, affine) -> Frame:
+    """Midline from the spine (or trachea), zones from the lungs' extent (or the whole image)."""
+    arr = labelmap.array
+    mid_names = [n for n in index_of if n == "spinal_cord" or n.startswith("vertebrae_T")] or \
+        [n for n in index_of if n == "trachea"]
+    lung_names = [n for n in index_of if n in LOBES or n in ("lung", "lung_left", "lung_right")]
+
+    def box_world(names):
+        lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+        for n in names:
+            sl = objects[index_of[n] - 1]
+            idx = np.array([[sl[0].start, sl[1].start, sl[2].start], [sl[0].stop - 1, sl[1].stop - 1, sl[2].stop - 1]])
+            pts = np.array([[idx[a][0], idx[b][1], idx[c][2]] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+            w = pts @ affine[:3, :3].T + affine[:3, 3]
+            lo, hi = np.minimum(lo, w.min(0)), np.maximum(hi, w.max(0))
+        return lo, hi
+
+    if lung_names:
+        lo, hi = box_world(lung_names)
+    else:
+        shape = np.array(arr.shape) - 1
+        pts = np.array([[a, b, c] for a in (0, shape[0]) for b in (0, shape[1]) for c in (0, shape[2])])
+        w = pts @ affine[:3, :3].T + affine[:3, 3]
+        lo, hi = w.min(0), w.max(0)
+    if mid_names:
+        # x centre of the midline structures' voxels
+        xs = []
+        for n in mid_names:
+            sl = objects[index_of[n] - 1]
+            sub = arr[sl] == index_of[n]
+            c = np.argwhere(sub).mean(axis=0) + [s.start for s in sl] if sub.sum() < 2_000_000 else \
+                np.array([(s.start + s.stop - 1) / 2 for s in sl])
+            xs.append(float((c @ affine[:3, :3].T + affine[:3, 3])[0]))
+        mid = float(np.median(xs))
+    else:
+        mid = float((lo[0] + hi[0]) / 2)
+    return Frame(mid, (float(lo[2]), float(hi[2])), (float(lo[1]), float(hi[1])))
+
+
+def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, lesions: bool = True,
+            regions: bool = True) -> Measurements:
+    """Measure every class of ``labelmap`` and every region of ``schema`` on ``volume`` (same grid)."""
+    if not volume.same_grid(labelmap):
+        raise InputError("the CT and the label map are on different grids; give the label map on the CT's "
+                         "grid (segment this CT, or resample the labels onto it).")
+    schema = load_schema(schema)
+    steps = Steps(progress, total=5, cancel=cancel, what="measurement")
+    hu = volume.array
+    arr = labelmap.array
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    axes = patient_axes(affine)
+    si = axes.si[0]
+    spacing = np.asarray(volume.spacing)
+    objects = ndimage.find_objects(arr) if arr.max() > 0 else []
+    index_of = {labelmap.names.get(i + 1, f"label_{i + 1}"): i + 1 for i, sl in enumerate(objects) if sl is not None}
+    crops = {n: objects[i - 1] for n, i in index_of.items()}
+    frame = _frame(labelmap, objects, index_of, affine)
+    lobe_index = {n: index_of[n] for n in LOBES if n in index_of}
+    out = Measurements(meta={"schema": schema.name, "shape": list(volume.shape), "spacing_mm": spacing.tolist(),
+                             "orientation": volume.orientation, "midline_x_mm": frame.midline_x,
+                             "lung_z_range_mm": list(frame.z_range), "percentiles": list(PERCENTILES)})
+
+    # --- structures ---------------------------------------------------------------------------------
+    for name, idx in sorted(index_of.items(), key=lambda t: t[1]):
+        check_cancel(cancel, "measurement")
+        crop = crops[name]
+        sub = arr[crop] == idx
+        a = _attributes(sub, crop, affine, si, hu, frame)
+        if a is None:
+            continue
+        a["label"] = idx
+        named_side = side_of(name)
+        if named_side in ("left", "right"):
+            a["side"] = named_side
+        if name in class_group("lung_lesions") or name == "pleural_effusion":
+            lobe, share = lobe_of(_full(sub, crop, arr.shape), crop, arr, lobe_index)
+            a["lobe"], a["lobe_share"] = lobe, share
+        out.structures[name] = a
+    steps.advance("structures measured")
+
+    # --- regions ------------------------------------------------------------------------------------
+    if regions:
+        for r in build_regions(labelmap, schema, volume):
+            check_cancel(cancel, "measurement")
+            crop = crop_of(r.mask)
+            if crop is None:
+                continue
+            a = _attributes(r.mask[crop], crop, affine, si, hu, frame)
+            a["name"] = r.region.name
+            a["classes"] = r.classes
+            out.regions[r.key] = a
+    steps.advance("regions measured")
+
+    # --- clinical measures --------------------------------------------------------------------------
+    out.clinical = _clinical(arr, hu, index_of, crops, axes, spacing, volume.voxel_volume_ml, frame, affine)
+    steps.advance("clinical measures")
+
+    # --- lesion candidates --------------------------------------------------------------------------
+    if lesions:
+        _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel)
+    steps.advance("lesions")
+
+    # --- sentences, grouped by region ---------------------------------------------------------------
+    sentences: dict[str, list[str]] = {}
+
+    def add(class_name: str, text: str) -> None:
+        keys = schema.region_of(class_name) or ["other"]
+        sentences.setdefault(keys[0], []).append(text)
+
+    for key, text in clinical_sentences(out.clinical).items():
+        add(_MEASURE_CLASS[key], text)
+    for les in out.lesions:
+        add("lung_nodules" if les["kind"] in ("nodule", "mass") else "pleural_effusion", les["sentence"])
+    for name in ("heart", "liver", "spleen", "thyroid_gland", "esophagus"):
+        if name in out.structures:
+            add(name, structure_sentence(name, out.structures[name]))
+    out.sentences = sentences
+    steps.advance("done")
+    return out
+
+
+def _full(sub, crop, shape) -> np.ndarray:
+    full = np.zeros(shape, dtype=bool)
+    full[crop] = sub
+    return full
+
+
+def _lut(arr, index_of, names) -> np.ndarray:
+    """Boolean lookup table label -> member of ``names`` (one table pass per mask, no np.isin)."""
+    lut = np.zeros(max(index_of.values(), default=0) + 1, dtype=bool)
+    lut[[index_of[n] for n in names if n in index_of]] = True
+    return lut
+
+
+def _union(arr, index_of, names, box=None) -> np.ndarray:
+    lut = _lut(arr, index_of, names)
+    return lut[arr if box is None else arr[box]]
+
+
+def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine) -> dict:
+    c: dict = {}
+    heart_names = class_group("heart").select(index_of)
+    heart_names = [n for n in heart_names if n not in ("pericardium", "pericardial_effusion")]
+    lung_right = [n for n in index_of if n in class_group("lung_right")]
+    lung_left = [n for n in index_of if n in class_group("lung_left")]
+    right = _union(arr, index_of, lung_right)
+    lungs = right | _union(arr, index_of, lung_left)
+    c["cardiothoracic_ratio"] = clin.cardiothoracic_ratio(_union(arr, index_of, heart_names), lungs, axes)
+    if "aorta" in index_of:
+        crop = crops["aorta"]
+        asc, desc = clin.aorta_diameters(arr[crop] == index_of["aorta"], spacing, axes)
+    else:
+        asc, desc = clin.judge("ascending_aorta_diameter_mm", None), clin.judge("descending_aorta_diameter_mm", None)
+    c["ascending_aorta_diameter_mm"], c["descending_aorta_diameter_mm"] = asc, desc
+    if "pulmonary_artery" in index_of:
+        crop = crops["pulmonary_artery"]
+        pa = clin.pulmonary_artery_diameter(arr[crop] == index_of["pulmonary_artery"], spacing)
+    else:
+        pa = clin.judge("main_pulmonary_artery_diameter_mm", None)
+    c["main_pulmonary_artery_diameter_mm"] = pa
+    ratio = pa["value"] / asc["value"] if pa["value"] and asc["value"] else None
+    c["pa_to_aorta_ratio"] = clin.judge("pa_to_aorta_ratio", ratio)
+    if "trachea" in index_of:
+        crop = crops["trachea"]
+        c["trachea_diameter_mm"] = clin.trachea_diameters(arr[crop] == index_of["trachea"], spacing, axes)
+    else:
+        c["trachea_diameter_mm"] = clin.judge("trachea_diameter_mm", None)
+    counts = {n: 0 for n in index_of}
+    for n, i in index_of.items():
+        counts[n] = int(np.count_nonzero(arr[crops[n]] == i))
+    c["lung_volume_ml"] = {"right": sum(counts[n] for n in lung_right) * voxel_ml,
+                           "left": sum(counts[n] for n in lung_left) * voxel_ml, "unit": "mL"}
+    c["laa_950_percent"] = clin.emphysema_index(hu[lungs])
+    for side, mask in (("right", right), ("left", lungs & ~right)):
+        c["laa_950_percent"][side] = clin.emphysema_index(hu[mask])["value"]
+    if "pleural_effusion" in index_of:
+        crop = crops["pleural_effusion"]
+        sub = arr[crop] == index_of["pleural_effusion"]
+        ijk = np.argwhere(sub) + [sl.start for sl in crop]
+        x = ijk @ affine[0, :3] + affine[0, 3]  # RAS x of every fluid voxel (+x: patient's right)
+        m = clin.judge("pleural_effusion_volume_ml", counts["pleural_effusion"] * voxel_ml)
+        m["right_ml"] = float(np.count_nonzero(x > frame.midline_x)) * voxel_ml
+        m["left_ml"] = float(np.count_nonzero(x <= frame.midline_x)) * voxel_ml
+        c["pleural_effusion_volume_ml"] = m
+    if "pericardial_effusion" in index_of:
+        c["pericardial_fluid_volume_ml"] = clin.judge("pericardial_fluid_volume_ml",
+                                                      counts["pericardial_effusion"] * voxel_ml)
+    c["vertebral_levels"] = clin.vertebral_levels(crops, arr.shape, axes.si[0])
+    return c
+
+
+def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel) -> None:
+    params = detection_params()
+    si = axes.si[0]
+    lung_names = [n for n in index_of if n in class_group("lungs") or n in class_group("lung_lesions")]
+    lung = _union(arr, index_of, lung_names)
+    free = [0] + [index_of[n] for n in BODY_CLASSES if n in index_of]
+    body_lut = _lut(arr, index_of, [n for n in BODY_CLASSES if n in index_of])
+    body_lut[0] = True
+
+    def allowed(box):
+        return lung[box] | body_lut[arr[box]]
+
+    hilar_lut = _lut(arr, index_of, [n for n in index_of if n in HILAR_CLASSES])
+
+    def hilar(box):
+        return hilar_lut[arr[box]]
+
+    hilar.grid_shape = arr.shape
+
+    mass_min = clin.thresholds()["nodule_size_categories"]["mass_min_diameter_mm"]
+    found = []
+    for les in find_nodules(hu, lung, affine, si, params, cancel=cancel, allowed=allowed):
+        describe_nodule(les, hu, affine, si, params, mass_min, lung)
+        a = les.attributes
+        a["bbox_index"] = [[lo + s.start, hi + s.start] for (lo, hi), s in zip(a["bbox_index"], les.crop, strict=True)]
+        a["axial_slice_index"] += les.crop[si].start
+        a.update(describe_position(a["bbox_ras_min"], a["bbox_ras_max"], a["centroid_ras"], frame))
+        lobe, share = lobe_of(_full(les.mask, les.crop, arr.shape), les.crop, arr, lobe_index)
+        a["lobe"], a["lobe_share"] = lobe, share
+        if lobe:
+            a["side"] = "right" if lobe.endswith("right") else "left"
+        a["size_category"] = clin.nodule_category(a["max_diameter_mm"])
+        # Where the hilar vessels enter the lung they form lumps no intensity rule tells from a nodule: a
+        # candidate touching the mediastinal vessels keeps a low confidence and is not reported.
+        a["distance_to_hilar_vessels_mm"] = distance_to(les, hilar, affine)
+        if a["distance_to_hilar_vessels_mm"] <= params["hilar_distance_mm"]:
+            les.confidence = round(les.confidence * 0.4, 3)
+        if les.confidence < params["min_report_confidence"]:
+            out.meta.setdefault("unreported_candidates", []).append(
+                {"kind": les.kind, "centroid_ras": a["centroid_ras"], "max_diameter_mm": a["max_diameter_mm"],
+                 "confidence": les.confidence, "distance_to_hilar_vessels_mm": a["distance_to_hilar_vessels_mm"]})
+            continue
+        found.append(les)
+    cage_lut = _lut(arr, index_of, [n for n in index_of if n in class_group("chest_wall_bones")
+                                    or n in class_group("vertebrae")])
+
+    def cage(box):
+        return cage_lut[arr[box]]
+
+    for les in find_pleural_effusions(hu, arr, lung, free, affine, axes.ap, params, cancel=cancel, cage=cage,
+                                      si_axis=si):
+        a = _attributes(les.mask, les.crop, affine, si, hu, frame)
+        if a["side"] not in ("left", "right") or a["zone"] == "upper":
+            # fluid lies in one hemithorax and gathers low; what straddles the midline or sits at the apex
+            # is soft tissue of the neck or mediastinum with fluid-like partial-volume values
+            out.meta.setdefault("unreported_candidates", []).append(
+                {"kind": les.kind, "centroid_ras": a["centroid_ras"], "volume_ml": les.attributes["volume_ml"],
+                 "side": a["side"], "zone": a["zone"]})
+            continue
+        a["volume_ml"] = les.attributes["volume_ml"]  # partial-volume corrected
+        a["fluid_hu"] = les.attributes["fluid_hu"]
+        a["lung_contact_fraction"] = les.attributes["lung_contact_fraction"]
+        les.attributes = a
+        les.confidence = round(min(1.0, 0.5 + a["volume_ml"] / 200.0) * (0.7 + 0.3 * (abs(a["fluid_hu"]) < 20)), 3)
+        found.append(les)
+    for i, les in enumerate(found, start=1):
+        a = dict(les.attributes)
+        record = {"id": i, "kind": les.kind, "confidence": les.confidence, "source": "image intensity", **a}
+        record["sentence"] = lesion_sentence(record)
+        out.lesions.append(record)
+        out.lesion_masks.append((les.crop, les.mask))
