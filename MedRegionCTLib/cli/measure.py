@@ -67,11 +67,7 @@ def run(args) -> int:
         except MissingDependencyError as error:
             raise MissingDependencyError(f"cannot segment without --labels: {error}") from None
     out = Path(args.out).expanduser()
-    bar = None if args.no_progress else TqdmProgress(desc="measure")
-
-    def report(fraction: float, message: str) -> None:
-        if bar is not None:
-            bar(fraction, message)
+    report = TqdmProgress(desc="measure", disable=args.no_progress or None)
 
     try:
         report(0.0, "reading the CT")
@@ -81,8 +77,7 @@ def run(args) -> int:
         result = measure(volume, labelmap, schema=schema, progress=lambda f, m: report(0.5 + 0.5 * f, m),
                          lesions=not args.no_lesions)
     finally:
-        if bar is not None:
-            bar.close()
+        report.close()
     out.mkdir(parents=True, exist_ok=True)
     payload = result.to_json()
     payload["meta"]["ct"] = str(args.ct)

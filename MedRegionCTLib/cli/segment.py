@@ -125,11 +125,7 @@ def run(args) -> int:
     schema = load_schema(args.schema)  # fail on a bad schema before any long work
     segmenter = get_segmenter(args.method, **_segmenter_options(args))
     out = Path(args.out).expanduser()
-    bar = None if args.no_progress else TqdmProgress(desc="segment")
-
-    def report(fraction: float, message: str) -> None:
-        if bar is not None:
-            bar(fraction, message)
+    report = TqdmProgress(desc="segment", disable=args.no_progress or None)
 
     try:
         report(0.0, "reading the CT")
@@ -143,8 +139,7 @@ def run(args) -> int:
         summary = write_outputs(out, labelmap, regions, schema, args.method)
         report(1.0, "done")
     finally:
-        if bar is not None:
-            bar.close()
+        report.close()
     if args.json:
         print(json.dumps(summary))
         return 0

@@ -4,20 +4,14 @@ regions is Testing/realdata/reproduce_reg2rg_nlg.py, ~30 s). Here: the two small
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
+from realdata_paths import require
 
 pytestmark = pytest.mark.realdata
 
-_BASE = os.environ.get("MEDREGIONCT_REALDATA")
-if not _BASE:
-    pytest.skip("MEDREGIONCT_REALDATA is not set (point it at the shared data folder that holds reg2rg_results/)",
-                allow_module_level=True)
-DATA = Path(_BASE) / "reg2rg_results"
-if not (DATA / "nlg_evaluation_results_all_regions.csv").is_file():
-    pytest.skip(f"{DATA}/nlg_evaluation_results_all_regions.csv not found", allow_module_level=True)
+DATA = require("reg2rg_results", "nlg_evaluation_results_all_regions.csv")
 pytest.importorskip("nltk")
 pytest.importorskip("rouge_score")
 

@@ -7,11 +7,10 @@
 """
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata_paths import require
 
 from MedRegionCTLib.anatomy import patient_axes
 from MedRegionCTLib.measure import clinical, measure
@@ -20,13 +19,7 @@ from MedRegionCTLib.volume import read_labelmap, read_volume
 
 pytestmark = pytest.mark.realdata
 
-_BASE = os.environ.get("MEDREGIONCT_REALDATA")
-if not _BASE:
-    pytest.skip("MEDREGIONCT_REALDATA is not set (point it at the shared data folder that holds realct/)",
-                allow_module_level=True)
-ROOT = Path(_BASE) / "realct"
-if not ROOT.is_dir():
-    pytest.skip(f"{ROOT} not found", allow_module_level=True)
+ROOT = require("realct")
 
 
 def test_volume_and_mean_hu_match_totalsegmentator_statistics():

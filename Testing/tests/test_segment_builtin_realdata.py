@@ -2,22 +2,17 @@
 05 whole-lung Dice >= 0.95 and the airway found; 09 adult volumes and correct sides; 03 (abdomen and pelvis)
 reported as not a chest CT without invented chest organs."""
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata_paths import require
 
 from MedRegionCTLib.segment.builtin import BuiltinSegmenter
 from MedRegionCTLib.volume import read_labelmap, read_volume
 
 pytestmark = pytest.mark.realdata
 
-_BASE = os.environ.get("MEDREGIONCT_REALDATA")
-if not _BASE:
-    pytest.skip("MEDREGIONCT_REALDATA is not set (point it at the shared data folder that holds realct/)",
-                allow_module_level=True)
-ROOT = Path(_BASE) / "realct"
+ROOT = require("realct")
 
 
 def lobes(lm, side=""):

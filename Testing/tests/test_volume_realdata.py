@@ -7,25 +7,19 @@ readers voxel for voxel against the NIfTI conversions, and left/right of labelle
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from realdata_paths import require
 
 from MedRegionCTLib.data import totalsegmentator_class_indices
 from MedRegionCTLib.volume import read_labelmap, read_volume, reorient, resample_like
 
 pytestmark = pytest.mark.realdata
 
-_BASE = os.environ.get("MEDREGIONCT_REALDATA")
-if not _BASE:
-    pytest.skip("MEDREGIONCT_REALDATA is not set (point it at the shared data folder that holds realct/)",
-                allow_module_level=True)
-ROOT = Path(_BASE) / "realct"
-if not (ROOT / "INVENTORY.json").is_file():
-    pytest.skip(f"{ROOT}/INVENTORY.json not found", allow_module_level=True)
+ROOT = require("realct", "INVENTORY.json")
 
 _spec = importlib.util.spec_from_file_location(
     "check_realct", Path(__file__).resolve().parents[1] / "realdata" / "check_realct.py")
