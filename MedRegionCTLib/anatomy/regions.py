@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ..data import load_json
 from ..errors import InputError
@@ -239,6 +240,7 @@ class _Evaluator:
         else:
             self.codes, self.code_of = self.array, {i: i for i in present}
         self.axes = patient_axes(labelmap.affine)
+        self._objects = None  # bounding box of every code, found on first use
         self.hu = None
         if volume is not None:
             if tuple(volume.array.shape) != tuple(self.array.shape) or not np.allclose(
@@ -256,7 +258,15 @@ class _Evaluator:
         codes = [self.code_of[self.present[n]] for n in names]
         lut = np.zeros(int(max(codes)) + 1 if self.codes.dtype != np.uint8 else 256, dtype=bool)
         lut[codes] = True
-        return lut[self.codes]
+        # Look up only inside the union of the classes' bounding boxes: nothing outside can be True.
+        if self._objects is None:
+            self._objects = ndimage.find_objects(self.codes)
+        boxes = [self._objects[c - 1] for c in codes if c - 1 < len(self._objects) and self._objects[c - 1]]
+        out = np.zeros(self.codes.shape, dtype=bool)
+        if boxes:
+            box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+            out[box] = lut[self.codes[box]]
+        return out
 
     def term(self, term: dict) -> tuple[np.ndarray, list[str], list[str]]:
         """(mask, contributing classes, provenance) of one term."""

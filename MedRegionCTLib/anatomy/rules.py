@@ -29,12 +29,15 @@ class RuleInput:
 
 def _bbox(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, ...] | None:
     """The slices of the bounding box of ``mask`` grown by ``pad`` voxels per axis (clipped to the grid)."""
-    if not mask.any():
+    # One projection along the first axis gives the box's other two sides, the first axis' side then
+    # comes from inside that box: several times faster than a full-grid projection per axis.
+    plane = np.logical_or.reduce(mask, axis=0)
+    rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    if rows.size == 0:
         return None
+    first = np.flatnonzero(mask[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].any(axis=(1, 2)))
     out = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
+    for axis, hits in enumerate((first, rows, cols)):
         start = max(int(hits[0]) - pad[axis], 0)
         out.append(slice(start, min(int(hits[-1]) + pad[axis] + 1, mask.shape[axis])))
     return tuple(out)
@@ -49,12 +52,6 @@ def _finish(candidate: np.ndarray, inp: RuleInput, min_hu: float | None) -> np.n
     return candidate
 
 
-def _slice_at(axis: int, k: int) -> tuple:
-    index = [slice(None)] * 3
-    index[axis] = k
-    return tuple(index)
-
-
 # --- shell -----------------------------------------------------------------------------------------------
 def _within_distance(mask: np.ndarray, spacing, distance_mm: float) -> np.ndarray:
     """Voxels within ``distance_mm`` (Euclidean, in mm) of ``mask``, the mask included. Exact.
@@ -65,21 +62,19 @@ def _within_distance(mask: np.ndarray, spacing, distance_mm: float) -> np.ndarra
     """
     axis = int(np.argmax(spacing))
     plane_spacing = [s for a, s in enumerate(spacing) if a != axis]
-    squared = np.full(mask.shape, np.inf, dtype=np.float32)
-    for k in range(mask.shape[axis]):
-        at = _slice_at(axis, k)
-        if mask[at].any():
-            squared[at] = ndimage.distance_transform_edt(~mask[at], sampling=plane_spacing) ** 2
+    # Slices along the first axis of a contiguous copy: each slice is one block of memory.
+    stack = np.ascontiguousarray(np.moveaxis(mask, axis, 0))
+    squared = np.full(stack.shape, np.inf, dtype=np.float32)
+    for k in range(stack.shape[0]):
+        if stack[k].any():
+            squared[k] = ndimage.distance_transform_edt(~stack[k], sampling=plane_spacing) ** 2
     best = squared.copy()
+    n = stack.shape[0]
     for dz in range(1, int(distance_mm // spacing[axis]) + 1):
         through = (dz * spacing[axis]) ** 2
-        n = mask.shape[axis]
-        upper, lower = [slice(None)] * 3, [slice(None)] * 3
-        upper[axis], lower[axis] = slice(dz, n), slice(0, n - dz)
-        upper, lower = tuple(upper), tuple(lower)
-        np.minimum(best[upper], squared[lower] + through, out=best[upper])
-        np.minimum(best[lower], squared[upper] + through, out=best[lower])
-    return best <= distance_mm ** 2
+        np.minimum(best[dz:], squared[:n - dz] + through, out=best[dz:])
+        np.minimum(best[:n - dz], squared[dz:] + through, out=best[:n - dz])
+    return np.moveaxis(best <= distance_mm ** 2, 0, axis)
 
 
 def shell_around(inp: RuleInput, thickness_mm: float = 4.0, min_hu: float | None = None) -> np.ndarray:
@@ -179,12 +174,16 @@ def between_lungs(inp: RuleInput, min_hu: float | None = None, bone_hu: float | 
     ap_axis, ap_sign = inp.axes.ap
     plane_axes = [a for a in range(3) if a != si_axis]
     lr_in_plane, ap_in_plane = plane_axes.index(lr_axis), plane_axes.index(ap_axis)
-    sub = np.zeros(left.shape, dtype=bool)
     lr_coords = np.arange(left.shape[lr_axis])
     # A coordinate that grows towards the front, whatever the index direction.
     forward = np.arange(left.shape[ap_axis]) * ap_sign
-    for k in range(left.shape[si_axis]):
-        at = _slice_at(si_axis, k)
+
+    def stacked(a):  # axial slices first and contiguous (the in-plane axes keep their order)
+        return None if a is None else np.ascontiguousarray(np.moveaxis(a, si_axis, 0))
+
+    left, right, posterior, anterior, hu = (stacked(a) for a in (left, right, posterior, anterior, hu))
+    sub = np.zeros(left.shape, dtype=bool)
+    for at in range(left.shape[0]):
         l2, r2 = left[at], right[at]
         if not l2.any() or not r2.any():
             continue
@@ -206,7 +205,7 @@ def between_lungs(inp: RuleInput, min_hu: float | None = None, bone_hu: float | 
                 edge = forward[np.argwhere(a2)[:, ap_in_plane]].min()
                 cand &= np.expand_dims(forward < edge, axis=1 - ap_in_plane)
         sub[at] = cand
-    out[box] = sub
+    out[box] = np.moveaxis(sub, 0, si_axis)
     return _finish(out, inp, min_hu)
 
 

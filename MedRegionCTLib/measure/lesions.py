@@ -265,7 +265,7 @@ def thoracic_cage(cage: np.ndarray, si_axis: int, margin_voxels: int) -> np.ndar
     ``margin_voxels`` in the plane so the intercostal muscles on the hull's rim stay outside."""
     from scipy.spatial import ConvexHull, QhullError
 
-    stack = np.moveaxis(cage, si_axis, 0)
+    stack = np.ascontiguousarray(np.moveaxis(cage, si_axis, 0))  # slices contiguous: row scans run fast
     out = np.zeros_like(stack)
     for k in range(stack.shape[0]):
         plane = stack[k]

@@ -212,7 +212,7 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
 
     # --- lesion candidates --------------------------------------------------------------------------
     if lesions:
-        _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel)
+        _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects)
     steps.advance("lesions")
 
     # --- sentences, grouped by region ---------------------------------------------------------------
@@ -247,9 +247,17 @@ def _lut(arr, index_of, names) -> np.ndarray:
     return lut
 
 
-def _union(arr, index_of, names, box=None) -> np.ndarray:
+def _union(arr, index_of, names, box=None, crops=None) -> np.ndarray:
     lut = _lut(arr, index_of, names)
-    return lut[arr if box is None else arr[box]]
+    if box is not None or crops is None:
+        return lut[arr if box is None else arr[box]]
+    # Look up only inside the union of the classes' bounding boxes: nothing outside can be True.
+    boxes = [crops[n] for n in names if n in crops]
+    out = np.zeros(arr.shape, dtype=bool)
+    if boxes:
+        box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+        out[box] = lut[arr[box]]
+    return out
 
 
 def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine) -> dict:
@@ -258,9 +266,10 @@ def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine) 
     heart_names = [n for n in heart_names if n not in ("pericardium", "pericardial_effusion")]
     lung_right = [n for n in index_of if n in class_group("lung_right")]
     lung_left = [n for n in index_of if n in class_group("lung_left")]
-    right = _union(arr, index_of, lung_right)
-    lungs = right | _union(arr, index_of, lung_left)
-    c["cardiothoracic_ratio"] = clin.cardiothoracic_ratio(_union(arr, index_of, heart_names), lungs, axes)
+    right = _union(arr, index_of, lung_right, crops=crops)
+    lungs = right | _union(arr, index_of, lung_left, crops=crops)
+    c["cardiothoracic_ratio"] = clin.cardiothoracic_ratio(_union(arr, index_of, heart_names, crops=crops), lungs,
+                                                          axes)
     if "aorta" in index_of:
         crop = crops["aorta"]
         asc, desc = clin.aorta_diameters(arr[crop] == index_of["aorta"], spacing, axes)
@@ -304,11 +313,12 @@ def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine) 
     return c
 
 
-def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel) -> None:
+def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects=None) -> None:
     params = detection_params()
     si = axes.si[0]
     lung_names = [n for n in index_of if n in class_group("lungs") or n in class_group("lung_lesions")]
-    lung = _union(arr, index_of, lung_names)
+    crops = {n: objects[i - 1] for n, i in index_of.items()} if objects is not None else None
+    lung = _union(arr, index_of, lung_names, crops=crops)
     free = [0] + [index_of[n] for n in BODY_CLASSES if n in index_of]
     body_lut = _lut(arr, index_of, [n for n in BODY_CLASSES if n in index_of])
     body_lut[0] = True

@@ -19,10 +19,21 @@ _CORNERS = np.array([[a, b, c] for a in (-0.5, 0.5) for b in (-0.5, 0.5) for c i
 
 def crop_of(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     """Bounding-box slices of ``mask`` (None when it is empty)."""
+    if mask.ndim != 3:
+        return _crop_by_projections(mask)
+    # One projection along the first axis gives the box's other two sides; the first axis' side then
+    # comes from the box alone. Several times faster than find_objects or a projection per axis.
+    plane = _crop_by_projections(np.logical_or.reduce(mask, axis=0))
+    if plane is None:
+        return None
+    first = _crop_by_projections(mask[(slice(None), *plane)].any(axis=(1, 2)))
+    return (first[0], *plane)
+
+
+def _crop_by_projections(mask: np.ndarray) -> tuple[slice, ...] | None:
     out = []
-    for axis in range(3):
-        # a projection per axis is several times faster than find_objects on a full-size boolean grid
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         if hits.size == 0:
             return None
         out.append(slice(int(hits[0]), int(hits[-1]) + 1))
