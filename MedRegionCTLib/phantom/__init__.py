@@ -19,7 +19,7 @@ from ..data import load_json, totalsegmentator_class_indices
 from ..errors import InputError
 from ..progress import Steps
 from ..volume import LabelMap, Volume
-from .anatomy import AnatomyOptions, build_anatomy
+from .chest import AnatomyOptions, build_anatomy
 from .findings import (
     KINDS,
     LOBES,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .anatomy import Anatomy, AnatomyOptions
+from .chest import Anatomy, AnatomyOptions
 from .shapes import HalfSpace, Intersection, Sphere, Tube, Union
 
 LOBES = {

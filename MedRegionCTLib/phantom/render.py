@@ -16,7 +16,7 @@ from scipy import ndimage
 from scipy.stats import qmc
 
 from ..progress import check_cancel
-from .anatomy import Structure
+from .chest import Structure
 
 AIR_HU = -1000.0
 

@@ -9,7 +9,7 @@ import pytest
 
 from MedRegionCTLib.errors import CancelledError, InputError
 from MedRegionCTLib.phantom import PRESETS, make_phantom, parse_findings
-from MedRegionCTLib.phantom.anatomy import Structure
+from MedRegionCTLib.phantom.chest import Structure
 from MedRegionCTLib.phantom.render import Grid, integrate_volumes, render
 from MedRegionCTLib.phantom.shapes import Box, Ellipsoid, Sphere, Tube
 

@@ -28,6 +28,15 @@ class Skeleton:
         return self.parts == (self.names.index(name) + 1) if name in self.names else np.zeros(self.parts.shape, bool)
 
 
+
+def _body_center(body_slice: np.ndarray) -> tuple[float, float] | None:
+    """Centre of the body's bounding box on one axial slice (voxel units), or None when the slice is empty."""
+    bx = np.flatnonzero(body_slice.any(axis=1))
+    if bx.size == 0:
+        return None
+    by = np.flatnonzero(body_slice.any(axis=0))
+    return (bx[0] + bx[-1]) / 2.0, (by[0] + by[-1]) / 2.0
+
 def bone_condition(params: dict):
     """The full-resolution bone test: above ``edge_hu``, and on the bone's edge above the half-maximum between
     the bone and what surrounds it (a partial-volume voxel belongs to the bone when the bone fills over half of
@@ -97,12 +106,10 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
         b = bone[:, :, k]
         if not b.any():
             continue
-        bx = np.flatnonzero(body[:, :, k].any(axis=1))
-        by = np.flatnonzero(body[:, :, k].any(axis=0))
-        if bx.size == 0:
+        center = _body_center(body[:, :, k])
+        if center is None:
             continue
-        mid = (bx[0] + bx[-1]) / 2.0
-        y_mid = (by[0] + by[-1]) / 2.0
+        mid, y_mid = center
         if np.isfinite(axis[k, 0]):
             x0, y_front, y_back = axis[k]
             zone = (np.abs(xs - x0) <= half_w) & (ys <= y_front + 5.0 / sy) & (ys >= y_back - 10.0 / sy)
@@ -165,12 +172,10 @@ def spine_axis(grid: Grid, bone: np.ndarray, body: np.ndarray) -> np.ndarray:
     nx, ny, nz = bone.shape
     axis = np.full((nz, 3), np.nan)
     for k in range(nz):
-        bx = np.flatnonzero(body[:, :, k].any(axis=1))
-        by = np.flatnonzero(body[:, :, k].any(axis=0))
-        if bx.size == 0:
+        center = _body_center(body[:, :, k])
+        if center is None:
             continue
-        mid = (bx[0] + bx[-1]) / 2.0
-        y_mid = (by[0] + by[-1]) / 2.0
+        mid, y_mid = center
         half = max(1, int(round(12.0 / sx)))
         lo, hi = int(max(0, mid - half)), int(min(nx, mid + half + 1))
         strip = bone[lo:hi, : int(y_mid), k]
