@@ -19,6 +19,8 @@ COMMANDS = {
     "info": "info",
     "segment": "segment",
     "measure": "measure",
+    "report": "report",
+    "batch": "batch",
     "evaluate": "evaluate",
 }
 

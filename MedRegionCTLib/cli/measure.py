@@ -7,8 +7,6 @@ beside it or given by ``--label-table``) is measured instead.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 
@@ -35,22 +33,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def rows_to_csv(rows: list[dict]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def run(args) -> int:
     from ..anatomy import load_schema
-    from ..atomic import atomic_write, write_json
     from ..errors import InputError, MissingDependencyError
     from ..measure import measure
+    from ..pipeline.outputs import write_measurements
     from ..progress import TqdmProgress
     from ..segment import get_segmenter
     from ..volume import read_volume
@@ -79,17 +66,8 @@ def run(args) -> int:
     finally:
         report.close()
     out.mkdir(parents=True, exist_ok=True)
-    payload = result.to_json()
-    payload["meta"]["ct"] = str(args.ct)
-    payload["meta"]["labels"] = str(args.labels) if args.labels else "builtin segmenter"
-    write_json(out / "measurements.json", payload)
-    text = rows_to_csv(result.to_rows())
-
-    def _write_csv(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-
-    atomic_write(out / "measurements.csv", _write_csv)
+    write_measurements(out, result, {"ct": str(args.ct),
+                                     "labels": str(args.labels) if args.labels else "builtin segmenter"})
     print(f"{out}: {len(result.structures)} structures, {len(result.regions)} regions, "
           f"{len(result.lesions)} lesion candidates")
     for sentences in result.sentences.values():

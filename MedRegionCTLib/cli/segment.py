@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -26,6 +24,16 @@ def add_parser(sub) -> None:
                     "labels.nii.gz, labels.json, regions/<region>.nii.gz and regions.json into --out.")
     p.add_argument("ct", metavar="CT", help="the CT: NIfTI, NRRD/MetaImage file or DICOM series folder")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    add_segmenter_arguments(p)
+    p.add_argument("--no-ct-check", action="store_true",
+                   help="load even when the intensities do not look like CT Hounsfield units")
+    p.add_argument("--json", action="store_true", help="print one JSON summary instead of text")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def add_segmenter_arguments(p) -> None:
+    """--method, --schema and the TotalSegmentator / label-import options (shared with `report` and `batch`)."""
     p.add_argument("--method", default="builtin", metavar="METHOD",
                    help="builtin (default), totalsegmentator, or labels:FILE to import an existing label "
                         "map, Slicer .seg.nrrd or TotalSegmentator output (file or folder)")
@@ -44,14 +52,9 @@ def add_parser(sub) -> None:
                      help="label table of the label file: JSON, CSV/TSV or Slicer colour table (.ctbl/.txt)")
     lab.add_argument("--map", default=None, metavar="FILE", dest="mapping",
                      help="JSON object renaming the file's label names to TotalSegmentator names")
-    p.add_argument("--no-ct-check", action="store_true",
-                   help="load even when the intensities do not look like CT Hounsfield units")
-    p.add_argument("--json", action="store_true", help="print one JSON summary instead of text")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
-def _segmenter_options(args) -> dict:
+def segmenter_options(args) -> dict:
     from ..errors import InputError
 
     method = args.method.strip().lower()
@@ -73,57 +76,15 @@ def _segmenter_options(args) -> dict:
     return {}
 
 
-def write_outputs(out: Path, labelmap, regions, schema, method: str) -> dict:
-    """Write labels.nii.gz, labels.json, regions/<key>.nii.gz and regions.json; returns the summary."""
-    from ..atomic import write_json
-    from ..volume import LabelMap, write_nifti
-
-    out.mkdir(parents=True, exist_ok=True)
-    # names={} so write_nifti writes no sidecar: labels.json below carries names and the not-found list.
-    write_nifti(LabelMap(labelmap.array, labelmap.affine, {}), out / "labels.nii.gz")
-    meta = labelmap.meta
-    labels_info = {
-        "labels": {str(k): v for k, v in sorted(labelmap.names.items())},
-        "not_found": list(meta.get("not_found", [])),
-        "unknown_names": list(meta.get("unknown_names", [])),
-        "method": method,
-        "names_from": meta.get("names_from", ""),
-        "index_table": "MedRegionCTLib/data/totalsegmentator_classes.json (other names: indices from 1000)",
-    }
-    write_json(out / "labels.json", labels_info)
-    voxel_ml = labelmap.voxel_volume_ml
-    region_info = {}
-    for r in regions:
-        entry = {
-            "name": r.region.name,
-            "file": None,
-            "volume_ml": round(float(np.count_nonzero(r.mask)) * voxel_ml, 3),
-            "classes": r.classes,
-            "sources": r.sources,
-            "terminology": r.region.terminology.as_dict(),
-            "slicer_terminology": r.region.terminology.slicer_entry(),
-            "color": list(r.region.color),
-            "expected_in_chest_ct": r.region.expected_in_chest_ct,
-        }
-        if not r.empty:
-            path = out / "regions" / f"{r.key}.nii.gz"
-            write_nifti(LabelMap(r.mask.astype(np.uint8), labelmap.affine, {}), path)
-            entry["file"] = f"regions/{r.key}.nii.gz"
-        region_info[r.key] = entry
-    missing = [r.key for r in regions if r.empty and r.region.expected_in_chest_ct]
-    summary = {"schema": schema.name, "regions": region_info, "missing_expected_regions": missing}
-    write_json(out / "regions.json", summary)
-    return {"out": str(out), "labels": labels_info, **summary}
-
-
 def run(args) -> int:
     from ..anatomy import build_regions, load_schema
+    from ..pipeline.outputs import write_segmentation
     from ..progress import TqdmProgress
     from ..segment import get_segmenter
     from ..volume import read_volume
 
     schema = load_schema(args.schema)  # fail on a bad schema before any long work
-    segmenter = get_segmenter(args.method, **_segmenter_options(args))
+    segmenter = get_segmenter(args.method, **segmenter_options(args))
     out = Path(args.out).expanduser()
     report = TqdmProgress(desc="segment", disable=args.no_progress or None)
 
@@ -136,7 +97,7 @@ def run(args) -> int:
         report(0.8, "building region masks")
         regions = build_regions(labelmap, schema, volume)
         report(0.9, "writing")
-        summary = write_outputs(out, labelmap, regions, schema, args.method)
+        summary = write_segmentation(out, labelmap, regions, schema, args.method)
         report(1.0, "done")
     finally:
         report.close()

@@ -28,6 +28,7 @@ class Analysis:
     regions: list  # anatomy.RegionMask per schema region
     measurements: object  # measure.Measurements
     report: Report
+    schema: object = None  # anatomy.RegionSchema
 
     def region_masks(self) -> dict[str, np.ndarray]:
         return {r.key: r.mask for r in self.regions}
@@ -76,7 +77,7 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     :func:`get_reporter`. ``progress(fraction, message)`` and ``cancel`` as everywhere in the library.
     """
     timings: dict[str, float] = {}
-    steps = Steps(progress, total=4, cancel=cancel, what="the analysis")
+    steps = Steps(progress, total=3, cancel=cancel, what="the analysis")
     t0 = time.perf_counter()
     source = "volume"
     if not isinstance(volume, Volume):
@@ -126,4 +127,5 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     report = Report(regions=region_reports, provenance=provenance,
                     impression=[s.text for r in region_reports for s in r.sentences if s.findings])
     steps.advance("report written")
-    return Analysis(volume=volume, labelmap=labelmap, regions=regions, measurements=measurements, report=report)
+    return Analysis(volume=volume, labelmap=labelmap, regions=regions, measurements=measurements, report=report,
+                    schema=schema)

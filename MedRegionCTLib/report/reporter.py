@@ -40,3 +40,31 @@ class Reporter(Protocol):
     def write(self, case: ReportCase, progress=None, cancel=None) -> list[RegionReport]:
         """One RegionReport per region of ``case.schema``, in schema order."""
         ...
+
+
+def attribute_text(case: ReportCase) -> dict[str, str]:
+    """Region key -> its attribute sentences as one text (the model's attribute prompt, MedRegion-CT style)."""
+    sentences = getattr(case.measurements, "sentences", {}) or {}
+    return {key: " ".join(items) for key, items in sentences.items() if items}
+
+
+def reports_from_paragraphs(case: ReportCase, paragraphs: dict[str, str]) -> list[RegionReport]:
+    """RegionReports from generated free text (model or server): one per schema region, in schema order.
+
+    A generated paragraph rests on the region's mask only; regions without a mask or without text are marked
+    outside the field of view (expected region absent from the scan range) or not assessed.
+    """
+    from .document import NOT_ASSESSED, OUTSIDE_FIELD_OF_VIEW, Evidence, Sentence
+    from .labeler import split_sentences
+
+    out = []
+    for r in case.regions:
+        text = (paragraphs.get(r.key) or "").strip()
+        evidence = Evidence(masks=[f"region:{r.key}"])
+        if r.mask.any() and text:
+            sentences = [Sentence(s, Evidence(masks=[f"region:{r.key}"])) for s in split_sentences(text)]
+            out.append(RegionReport(r.key, r.region.name, sentences=sentences, evidence=evidence))
+        else:
+            status = OUTSIDE_FIELD_OF_VIEW if not r.mask.any() else NOT_ASSESSED
+            out.append(RegionReport(r.key, r.region.name, status=status, evidence=evidence))
+    return out

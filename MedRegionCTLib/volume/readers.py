@@ -45,6 +45,23 @@ def path_kind(path: Path) -> str:
                           f"give {_SUPPORTED}.")
 
 
+def is_ct_source(path) -> bool:
+    """Whether ``path`` is something :func:`read_volume` takes: an image file of a known type or a folder with
+    DICOM files (looks at up to 20 files; does not read pixels)."""
+    path = Path(path)
+    if path.is_dir():
+        from .dicom_series import _candidate_files
+
+        for i, candidate in enumerate(_candidate_files(path)):
+            if candidate.name.lower().endswith(DICOM_SUFFIXES) or _is_dicom_file(candidate):
+                return True
+            if i >= 20:
+                break
+        return False
+    name = path.name.lower()
+    return path.is_file() and (name.endswith(NIFTI_SUFFIXES) or path.suffix.lower() in ITK_SUFFIXES)
+
+
 def read_volume(path, *, check_ct: bool = True, series=None, progress=None, cancel=None) -> Volume:
     """Read a CT from a NIfTI/NRRD/MetaImage file or a DICOM series folder as int16 Hounsfield units.
 

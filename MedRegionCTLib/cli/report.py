@@ -1,0 +1,107 @@
+"""`medregionct report`: CT in, region-by-region report out (segment -> measure -> report).
+
+Writes into ``--out DIR``: report.json, report.md, report.html, measurements.json, measurements.csv and the
+segmentation files of `medregionct segment` (labels.nii.gz, labels.json, regions/<region>.nii.gz,
+regions.json); with ``--formats ...,dicom`` and a DICOM series as input also report_sr.dcm and regions_seg.dcm.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .segment import add_segmenter_arguments, segmenter_options
+
+
+def add_engine_arguments(p) -> None:
+    """--reporter, --server, --api-key-file, --formats, --no-lesions (shared with `batch`)."""
+    p.add_argument("--reporter", default="measurement", metavar="ENGINE",
+                   help="report engine: measurement (default; offline, no weights) or model:CHECKPOINT_DIR "
+                        "(a local model; needs the [model] extra)")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="send the case to a MedRegionCT report server instead (image on the model's grid, "
+                        "region masks and measurements; no patient identifiers)")
+    p.add_argument("--api-key-file", default=None, metavar="FILE",
+                   help="file holding the server's API key (default: $MEDREGIONCT_API_KEY)")
+    p.add_argument("--formats", default="json,md,html", metavar="LIST",
+                   help="report formats, comma-separated: json, md, html, dicom (SR + SEG; DICOM input only); "
+                        "default: %(default)s")
+    p.add_argument("--no-lesions", action="store_true", help="skip the lesion candidate search")
+
+
+def engine_from_args(args) -> tuple[str, dict]:
+    from ..errors import InputError
+
+    if args.server:
+        if args.reporter != "measurement":
+            raise InputError("--server and --reporter are exclusive: the server runs its own model; drop one.")
+        options = {}
+        if args.api_key_file:
+            try:
+                options["api_key"] = Path(args.api_key_file).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise InputError(f"--api-key-file {args.api_key_file}: cannot read it ({exc.strerror}).") from None
+        elif os.environ.get("MEDREGIONCT_API_KEY"):
+            options["api_key"] = os.environ["MEDREGIONCT_API_KEY"]
+        return f"server:{args.server}", options
+    return args.reporter, {}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "report", help="write the region-by-region report of a chest CT",
+        description="Segment a chest CT, measure every region and write one paragraph per region. Writes "
+                    "report.json, report.md, report.html, measurements.json/.csv and the segmentation files "
+                    "(labels.nii.gz, labels.json, regions/, regions.json) into --out.")
+    p.add_argument("ct", metavar="CT", help="the CT: NIfTI, NRRD/MetaImage file or DICOM series folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    add_segmenter_arguments(p)
+    add_engine_arguments(p)
+    p.add_argument("--no-ct-check", action="store_true",
+                   help="load even when the intensities do not look like CT Hounsfield units")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def print_summary(report, out: Path) -> None:
+    print(f"{out}: report of {len(report.regions)} regions ({report.provenance.segmenter} segmentation, "
+          f"{report.provenance.reporter} reporter, {report.provenance.timings_s.get('total', 0):.1f} s)")
+    width = max((len(r.name) for r in report.regions), default=0)
+    for r in report.regions:
+        print(f"  {r.name:<{width}}  {r.paragraph}")
+
+
+def run(args) -> int:
+    from ..anatomy import load_schema
+    from ..errors import InputError
+    from ..pipeline import analyze
+    from ..pipeline.outputs import REPORT_FILES, parse_formats, write_all
+    from ..progress import TqdmProgress
+    from ..volume import read_volume
+
+    formats = parse_formats(args.formats)
+    schema = load_schema(args.schema)
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder name.")
+    existing = [name for name in REPORT_FILES.values() if (out / name).exists()]
+    if existing and not args.overwrite:
+        raise InputError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace it or choose "
+                         "another --out folder.")
+    ct = Path(args.ct).expanduser()
+    if "dicom" in formats and not ct.is_dir():
+        raise InputError("--formats dicom needs a DICOM series folder as the CT; drop 'dicom' for this input.")
+    engine, engine_options = engine_from_args(args)
+    seg_options = segmenter_options(args)
+    with TqdmProgress("report", disable=args.no_progress or None) as bar:
+        bar(0.0, "reading the CT")
+        volume = read_volume(ct, check_ct=not args.no_ct_check)
+        analysis = analyze(volume, segmenter=args.method, schema=schema, reporter=engine,
+                           lesions=not args.no_lesions, progress=lambda f, m: bar(0.05 + 0.9 * f, m),
+                           segmenter_options=seg_options, reporter_options=engine_options)
+        bar(0.95, "writing")
+        write_all(out, analysis, formats=formats, dicom_source=ct if ct.is_dir() else None, meta={"ct": str(ct)})
+        bar(1.0, "done")
+    print_summary(analysis.report, out)
+    return 0
