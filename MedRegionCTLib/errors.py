@@ -29,3 +29,28 @@ class MissingDependencyError(MedRegionCTError, ImportError):
 
 class CancelledError(MedRegionCTError):
     """Long work was cancelled by the user; nothing was half-written."""
+
+
+class PayloadError(InputError):
+    """A report-server payload (the binary case encoding) is malformed or does not fit the model's input spec.
+
+    ``status`` is the HTTP status the server answers with (400 malformed, 413 too large, 422 well-formed but
+    wrong for this model) and ``code`` a short machine-readable reason.
+    """
+
+    def __init__(self, message: str, status: int = 400, code: str = "bad_payload"):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ServerError(MedRegionCTError):
+    """The report server could not be reached, refused the request, or failed the job.
+
+    ``status`` is the HTTP status when the server answered (None when it did not), ``code`` its reason.
+    """
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code

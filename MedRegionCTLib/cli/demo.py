@@ -1,4 +1,5 @@
-"""`medregionct demo`: build the phantom chest CT and run the pipeline on it, fully offline."""
+"""`medregionct demo`: build the phantom chest CT and run the whole pipeline on it (segment, measure, report),
+fully offline."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from pathlib import Path
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="make the built-in phantom chest CT and run the pipeline on it (offline)",
-        description="Make the synthetic chest CT (exact labels, planted findings) and run the pipeline on it. "
-                    "Writes DIR/ct.nii.gz, DIR/truth_labels.nii.gz with DIR/truth_labels.json (index -> class "
-                    "name), DIR/truth_findings.nii.gz (finding id per voxel) and DIR/truth.json (true organ "
-                    "volumes, planted findings, reference measures).")
+        description="Make the synthetic chest CT (exact labels, planted findings) and run the whole pipeline on it "
+                    "with the built-in segmenter and the measurement reporter: DIR/report.json, report.md, "
+                    "report.html, measurements.json/.csv and the segmentation (labels.nii.gz, regions/). Also "
+                    "writes the phantom itself: DIR/ct.nii.gz, DIR/truth_labels.nii.gz with DIR/truth_labels.json "
+                    "(index -> class name), DIR/truth_findings.nii.gz (finding id per voxel) and DIR/truth.json "
+                    "(true organ volumes, planted findings, reference measures).")
     p.add_argument("--out", metavar="DIR", default="medregionct-demo", help="output folder (default: %(default)s)")
     p.add_argument("--preset", choices=["tiny", "small", "standard"], default="standard",
                    help="phantom size: tiny (96^3 at 4 mm, for tests), small (2 mm), standard (512x512x300 at "
@@ -26,13 +29,14 @@ def add_parser(sub) -> None:
     p.add_argument("--arms", choices=["up", "down"], default="up",
                    help="arms raised out of the field of view, or down at the sides (default: %(default)s)")
     p.add_argument("--breasts", action="store_true", help="add breasts")
+    p.add_argument("--phantom-only", action="store_true", help="write the phantom and its truth only; no report")
     p.add_argument("--overwrite", action="store_true", help="replace outputs already in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 OUTPUTS = ("ct.nii.gz", "truth_labels.nii.gz", "truth_labels.json", "truth_findings.nii.gz",
-           "truth_findings.json", "truth.json")
+           "truth_findings.json", "truth.json", "report.json", "report.md", "report.html")
 
 
 def run(args) -> int:
@@ -60,6 +64,19 @@ def run(args) -> int:
         write_json(out / "truth_findings.json", {})
     write_json(out / "truth.json", phantom.truth)
     _print_summary(phantom, out)
+    if args.phantom_only:
+        return 0
+
+    from ..pipeline import analyze
+    from ..pipeline.outputs import write_all
+    from .report import print_summary
+
+    with TqdmProgress("report", disable=args.quiet or None) as bar:
+        analysis = analyze(phantom.volume, segmenter="builtin", progress=lambda f, m: bar(0.95 * f, m))
+        bar(0.95, "writing")
+        write_all(out, analysis, meta={"ct": str(out / "ct.nii.gz")})
+        bar(1.0, "done")
+    print_summary(analysis.report, out)
     return 0
 
 

@@ -109,7 +109,7 @@ def write_report(out: Path, analysis, formats=DEFAULT_FORMATS, dicom_source=None
         written.append(write_text(out / REPORT_FILES["md"], render.to_markdown(report, analysis.measurements)))
     if "html" in formats:
         html = render.to_html(report, volume=analysis.volume, regions=analysis.regions,
-                              measurements=analysis.measurements)
+                              measurements=analysis.measurements, labelmap=analysis.labelmap)
         written.append(write_text(out / REPORT_FILES["html"], html))
     if "dicom" in formats:
         if dicom_source is None:
@@ -117,7 +117,8 @@ def write_report(out: Path, analysis, formats=DEFAULT_FORMATS, dicom_source=None
                              "or analyse the DICOM series itself.")
         datasets = render.read_source_datasets(dicom_source)
         written.append(render.write_dicom_sr(report, analysis.measurements, datasets, out / "report_sr.dcm"))
-        written.append(render.write_dicom_seg(analysis.regions, analysis.labelmap, datasets, out / "regions_seg.dcm"))
+        written.append(render.write_dicom_seg(analysis.regions, analysis.schema, datasets, out / "regions_seg.dcm",
+                                              segmenter=report.provenance.segmenter))
     if "json" in formats:  # last: report.json marks a finished case (batch resumes on it)
         written.append(report.save(out / REPORT_FILES["json"]))
     return written

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from MedRegionCTLib.anatomy import load_schema
 from MedRegionCTLib.cli.main import COMMANDS, main
+from MedRegionCTLib.report import Report
 from MedRegionCTLib.volume import read_labelmap, read_volume
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +59,20 @@ def test_demo_writes_ct_labels_and_truth(demo_dir):
         assert np.count_nonzero(labels.array == s["index"]) * vox == pytest.approx(s["label_map_volume_ml"], abs=1e-3)
     assert "finding 1: nodule" in stdout
     assert len(truth["findings"]) == 6
+
+
+def test_demo_runs_the_whole_chain_to_the_report(demo_dir):
+    out, stdout = demo_dir
+    for name in ("report.json", "report.md", "report.html", "measurements.json", "measurements.csv",
+                 "labels.nii.gz", "labels.json", "regions.json"):
+        assert (out / name).is_file(), name
+    report = Report.load(out / "report.json")
+    assert report.provenance.segmenter == "builtin" and report.provenance.reporter == "measurement"
+    assert [r.key for r in report.regions] == load_schema("radgenome10").keys
+    lung = report.region("lung")
+    assert lung.paragraph in stdout and lung.paragraph in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 10 and "http://" not in html and "https://" not in html
 
 
 def test_demo_refuses_to_overwrite_without_flag(demo_dir):

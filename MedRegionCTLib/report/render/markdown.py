@@ -1,0 +1,68 @@
+"""Report -> Markdown: title, provenance, impression, one section per region, a findings table."""
+
+from __future__ import annotations
+
+from ..document import Report
+from .units import format_number, measurement_rows, region_headline, size_text
+
+STATUS_TEXT = {"assessed": "assessed", "outside_field_of_view": "outside the field of view",
+               "not_assessed": "not assessed"}
+
+
+def provenance_line(report: Report) -> str:
+    p = report.provenance
+    parts = []
+    if p.segmenter:
+        parts.append(f"segmenter: {p.segmenter}")
+    if p.reporter:
+        parts.append(f"reporter: {p.reporter}")
+    if p.schema:
+        parts.append(f"regions: {p.schema}")
+    version = (p.versions or {}).get("MedRegionCTLib")
+    if version:
+        parts.append(f"MedRegionCTLib {version}")
+    if p.created:
+        parts.append(f"created {p.created}")
+    total = (p.timings_s or {}).get("total")
+    if total is not None:
+        parts.append(f"{format_number(total)} s")
+    return " · ".join(parts) or "provenance not recorded"
+
+
+def _cell(text) -> str:
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def findings_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for region in report.regions:
+        for f in region.findings:
+            rows.append([str(f.id), region.name, f.kind.replace("_", " "), f.label or "—", f.location or "—",
+                         f.side or "—", size_text(f.size) or "—", f"{float(f.confidence):.2f}"])
+    return rows
+
+
+FINDINGS_HEADER = ["#", "Region", "Kind", "CT-RATE label", "Location", "Side", "Size", "Confidence"]
+
+
+def to_markdown(report: Report, measurements=None, title: str = "Chest CT report, region by region") -> str:
+    """The report as Markdown. ``measurements`` (``measure.Measurements`` or its JSON) supplies each region's
+    volume and attenuation where the report carries no headline numbers of its own."""
+    lines = [f"# {title}", "", f"_{provenance_line(report)}_", "", "## Impression", ""]
+    lines += [f"- {item}" for item in report.impression] or ["No abnormal finding was identified."]
+    for region in report.regions:
+        lines += ["", f"## {region.name}", "", f"**Status:** {STATUS_TEXT.get(region.status, region.status)}", ""]
+        lines.append(region.paragraph or "_No description._")
+        rows = measurement_rows(region_headline(region, measurements))
+        if rows:
+            lines += [""] + _table(["Measurement", "Value", "Unit"], [list(r) for r in rows])
+    lines += ["", "## Findings", ""]
+    rows = findings_rows(report)
+    lines += _table(FINDINGS_HEADER, rows) if rows else ["No findings."]
+    return "\n".join(lines) + "\n"

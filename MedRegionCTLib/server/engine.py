@@ -1,0 +1,194 @@
+"""The model behind the server: loading (a checkpoint folder or the tiny CPU test model), what it declares
+about its inputs, and batched generation that reports each region's paragraph as soon as it is decoded."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from .. import __version__
+from ..anatomy import load_schema
+from ..client.codec import CONTENT_TYPE, FORMAT, FORMAT_VERSION, InputSpec
+from ..errors import InputError, MissingDependencyError
+
+log = logging.getLogger("medregionct.server")
+API_VERSION = "v1"
+
+
+def _file_digest(path: Path, h) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def checkpoint_version(directory: Path) -> str:
+    """A short content hash of what shapes the model's output: configuration, encoder weights, adapter
+    (the base LM folder, if stored, by file names and sizes only: hashing gigabytes would slow start-up)."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+        rel = path.relative_to(directory).as_posix()
+        h.update(rel.encode())
+        if rel.startswith("llm/") or path.stat().st_size > (1 << 30):
+            h.update(str(path.stat().st_size).encode())
+        else:
+            _file_digest(path, h)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device} was asked for but torch sees no CUDA GPU (torch {torch.__version__}); "
+                         "install a CUDA build of torch on a GPU machine, or use --device cpu.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"unknown device {device!r}; use cuda, cuda:N or cpu.")
+    return device
+
+
+def write_tiny_checkpoint(folder, schema="radgenome10", seed: int = 0, name: str = "hybrid",
+                          generation: dict | None = None) -> Path:
+    """A tiny random-weight model (every input path enabled) saved with ``save_pretrained`` in ``folder``:
+    the CPU test mode of the server (``--model tiny`` builds one in a temporary folder)."""
+    import torch
+
+    from ..model import MedRegionModel
+    from ..model.tiny import corpus_for, synthetic_case, tiny_config, write_tiny_llm, write_tiny_vision2d
+
+    folder = Path(folder)
+    schema = load_schema(schema)
+    cases = [synthetic_case(s) for s in range(2)]
+    texts = corpus_for(cases) + [f"The region {i} is {r.name}: " for i in range(len(schema.regions))
+                                 for r in schema.regions]
+    with tempfile.TemporaryDirectory() as tmp:
+        llm = write_tiny_llm(Path(tmp) / "llm", texts, hidden_size=32, seed=seed)
+        vision = write_tiny_vision2d(Path(tmp) / "vision", seed=seed)
+        torch.manual_seed(seed)
+        config = tiny_config(llm, vision, name=name,
+                             generation={"max_new_tokens": 24, "batch_size": 64, **(generation or {})},
+                             vision2d={"freeze": False}, llm={"train": "full"})
+        model = MedRegionModel.from_config(config)
+        model.save_pretrained(folder)
+    return folder
+
+
+class ModelEngine:
+    """One loaded model plus the region schema it reports on; ``generate`` is called from one thread."""
+
+    def __init__(self, model, schema, source: str, version: str, device: str, rows_per_generate: int | None = None):
+        self.model = model
+        self.schema = schema
+        self.source = source
+        self.version = version
+        self.device = device
+        config = model.config
+        self.settings = config.generation
+        if rows_per_generate:
+            from dataclasses import replace
+
+            self.settings = replace(self.settings, batch_size=int(rows_per_generate))
+        self._sink = None
+        self._lock = threading.Lock()
+        # Each decoded row goes through builder.parse: wrap it to pass the region paragraphs on as they come.
+        original = model.builder.parse
+
+        def parse(text, row):
+            out = original(text, row)
+            sink = self._sink
+            if sink is not None:
+                for key, value in out.items():
+                    sink(row.case_index, key, value)
+            return out
+
+        model.builder.parse = parse
+
+    # --- what the model takes -----------------------------------------------------------------------------
+    def spec(self, max_body_bytes: int) -> InputSpec:
+        config = self.model.config
+        return InputSpec.from_preprocess(config.preprocess, config.needed_inputs(), self.schema.name,
+                                         self.schema.keys, max_regions=len(self.schema.keys),
+                                         max_body_bytes=int(max_body_bytes))
+
+    def info(self, limits: dict) -> dict:
+        from dataclasses import asdict
+
+        config = self.model.config
+        pre = config.preprocess
+        spec = self.spec(limits["max_request_bytes"])
+        return {
+            "api_version": API_VERSION,
+            "server_version": __version__,
+            "model": {"version": self.version, "source": self.source, "device": self.device,
+                      "layout": config.prompt.layout, "uses_attributes": bool(config.prompt.use_attributes),
+                      "needed_inputs": sorted(config.needed_inputs())},
+            "schema": {"name": self.schema.name, "title": self.schema.title,
+                       "regions": [{"key": r.key, "name": r.name} for r in self.schema.regions]},
+            "payload": {"format": FORMAT, "format_version": FORMAT_VERSION, "content_type": CONTENT_TYPE},
+            "input": spec.to_dict(),
+            "grid": {"shape": list(pre.grid), "axes": "RAS (X right, Y anterior, Z superior)",
+                     "spacing_mm": None,
+                     "spacing_note": "the body box is resampled to the grid, so the spacing follows the patient's "
+                                     "size; it is not fixed",
+                     "num_slices": pre.num_slices, "slice_size": pre.slice_size},
+            "preprocess": asdict(pre),
+            "preprocessing": config.describe_preprocessing(),
+            "generation": asdict(self.settings),
+            "limits": dict(limits),
+        }
+
+    # --- generation -----------------------------------------------------------------------------------------
+    def generate(self, prepared: list, on_region=None, progress=None, cancel=None) -> list[dict]:
+        """Reports for a batch of prepared cases in one ``generate_reports`` call; ``on_region(case_index, key,
+        {"name", "paragraph", "slot"})`` is called as each region's paragraph is decoded."""
+        import torch
+
+        with self._lock:
+            self._sink = on_region
+            try:
+                with torch.inference_mode():
+                    return self.model.generate_reports(prepared, settings=self.settings, progress=progress,
+                                                       cancel=cancel)
+            finally:
+                self._sink = None
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        pass
+
+
+def load_engine(model: str, device: str | None = None, schema: str = "radgenome10",
+                rows_per_generate: int | None = None) -> ModelEngine:
+    """``model``: a checkpoint folder written by ``save_pretrained``, or ``"tiny"`` (a tiny random-weight model
+    built in a temporary folder: the CPU test mode)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("the report server needs torch; install it with "
+                                     "pip install 'MedRegionCTLib[server]'.") from None
+    from ..model import MedRegionModel
+
+    device = resolve_device(device)
+    schema_obj = load_schema(schema)
+    if model == "tiny":
+        tmp = Path(tempfile.mkdtemp(prefix="medregionct-tiny-"))
+        try:
+            folder = write_tiny_checkpoint(tmp / "model", schema=schema_obj)
+            loaded = MedRegionModel.from_pretrained(folder, device=device)
+            version = checkpoint_version(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        source = "tiny (random weights, CPU test mode)"
+    else:
+        folder = Path(model)
+        loaded = MedRegionModel.from_pretrained(folder, device=device)
+        version = checkpoint_version(folder)
+        source = folder.name
+    log.info("model %s (%s) loaded on %s", source, version, device)
+    return ModelEngine(loaded, schema_obj, source, version, device, rows_per_generate=rows_per_generate)
