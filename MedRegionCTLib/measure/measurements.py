@@ -166,7 +166,7 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
     axes = patient_axes(affine)
     si = axes.si[0]
     spacing = np.asarray(volume.spacing)
-    objects = ndimage.find_objects(arr) if arr.max() > 0 else []
+    objects = ndimage.find_objects(arr)  # [] when there is no label
     index_of = {labelmap.names.get(i + 1, f"label_{i + 1}"): i + 1 for i, sl in enumerate(objects) if sl is not None}
     crops = {n: objects[i - 1] for n, i in index_of.items()}
     frame = _frame(labelmap, objects, index_of, affine)
@@ -207,7 +207,9 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
     steps.advance("regions measured")
 
     # --- clinical measures --------------------------------------------------------------------------
-    out.clinical = _clinical(arr, hu, index_of, crops, axes, spacing, volume.voxel_volume_ml, frame, affine)
+    counts = {n: out.structures[n]["voxels"] if n in out.structures else 0 for n in index_of}
+    out.clinical = _clinical(arr, hu, index_of, crops, axes, spacing, volume.voxel_volume_ml, frame, affine,
+                             counts)
     steps.advance("clinical measures")
 
     # --- lesion candidates --------------------------------------------------------------------------
@@ -260,7 +262,8 @@ def _union(arr, index_of, names, box=None, crops=None) -> np.ndarray:
     return out
 
 
-def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine) -> dict:
+def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine, counts=None) -> dict:
+    """The derived clinical measures; ``counts``: voxels of each class, when already counted."""
     c: dict = {}
     heart_names = class_group("heart").select(index_of)
     heart_names = [n for n in heart_names if n not in ("pericardium", "pericardial_effusion")]
@@ -289,14 +292,18 @@ def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine) 
         c["trachea_diameter_mm"] = clin.trachea_diameters(arr[crop] == index_of["trachea"], spacing, axes)
     else:
         c["trachea_diameter_mm"] = clin.judge("trachea_diameter_mm", None)
-    counts = {n: 0 for n in index_of}
-    for n, i in index_of.items():
-        counts[n] = int(np.count_nonzero(arr[crops[n]] == i))
+    if counts is None:
+        counts = {n: int(np.count_nonzero(arr[crops[n]] == i)) for n, i in index_of.items()}
     c["lung_volume_ml"] = {"right": sum(counts[n] for n in lung_right) * voxel_ml,
                            "left": sum(counts[n] for n in lung_left) * voxel_ml, "unit": "mL"}
-    c["laa_950_percent"] = clin.emphysema_index(hu[lungs])
-    for side, mask in (("right", right), ("left", lungs & ~right)):
-        c["laa_950_percent"][side] = clin.emphysema_index(hu[mask])["value"]
+    # lung voxels in the lungs' box only (the same values in the same order as over the whole grid)
+    boxes = [crops[n] for n in lung_right + lung_left]
+    box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3)) \
+        if boxes else tuple(slice(0, 0) for _ in range(3))
+    hu_box, lungs_box, right_box = hu[box], lungs[box], right[box]
+    c["laa_950_percent"] = clin.emphysema_index(hu_box[lungs_box])
+    for side, mask in (("right", right_box), ("left", lungs_box & ~right_box)):
+        c["laa_950_percent"][side] = clin.emphysema_index(hu_box[mask])["value"]
     if "pleural_effusion" in index_of:
         crop = crops["pleural_effusion"]
         sub = arr[crop] == index_of["pleural_effusion"]
@@ -357,12 +364,7 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
                  "confidence": les.confidence, "distance_to_hilar_vessels_mm": a["distance_to_hilar_vessels_mm"]})
             continue
         found.append(les)
-    cage_lut = _lut(arr, index_of, [n for n in index_of if n in class_group("chest_wall_bones")
-                                    or n in class_group("vertebrae")])
-
-    def cage(box):
-        return cage_lut[arr[box]]
-
+    cage = [i for n, i in index_of.items() if n in class_group("chest_wall_bones") or n in class_group("vertebrae")]
     for les in find_pleural_effusions(hu, arr, lung, free, affine, axes.ap, params, cancel=cancel, cage=cage,
                                       si_axis=si):
         a = _attributes(les.mask, les.crop, affine, si, hu, frame)

@@ -41,22 +41,47 @@ def _crop_by_projections(mask: np.ndarray) -> tuple[slice, ...] | None:
 
 
 def extreme_voxels(mask: np.ndarray) -> np.ndarray:
-    """(n, 3) indices of the first and last mask voxel of every index line along one axis.
+    """(n, 3) indices of the first and last mask voxel of every index line along the last axis.
 
     Every mask voxel lies between the two ends of its line, so these points have the same convex hull
-    as the whole mask; the axis is the one that leaves the fewest lines.
+    as the whole mask. Lines along the last axis are contiguous: the first voxel is found by numpy's
+    short-circuiting argmax, the last from the bits packed eight to a byte (no reversed copy).
     """
-    lines = [np.count_nonzero(mask.any(axis=a)) for a in range(3)]
-    axis = int(np.argmin(lines))
-    m = np.moveaxis(mask, axis, -1)
+    m = np.ascontiguousarray(mask)
     present = m.any(axis=-1)
     first = np.argmax(m, axis=-1)
-    last = m.shape[-1] - 1 - np.argmax(m[..., ::-1], axis=-1)
+    packed = np.packbits(m, axis=-1)  # bit 7 of byte j: element 8 j
+    j = packed.shape[-1] - 1 - np.argmax(packed[..., ::-1] != 0, axis=-1)  # last non-zero byte
+    last = 8 * j + _LAST_BIT[np.take_along_axis(packed, j[..., None], axis=-1)[..., 0]]
     ab = np.argwhere(present)
-    pts = np.concatenate([np.column_stack([ab, first[present]]), np.column_stack([ab, last[present]])])
-    order = [0, 1]
-    order.insert(axis, 2)  # put the line axis back in its place
-    return pts[:, order]
+    return np.concatenate([np.column_stack([ab, first[present]]), np.column_stack([ab, last[present]])])
+
+
+# position (0-7, from the high bit) of the last set bit of a byte
+_LAST_BIT = np.array([max((i for i in range(8) if (b >> (7 - i)) & 1), default=0) for b in range(256)],
+                     dtype=np.int64)
+
+
+# one of each pair of opposite steps to the 26 neighbours
+_HALF_NEIGHBOURS = np.array([o for o in np.ndindex(3, 3, 3) if o > (1, 1, 1)], dtype=np.int64) - 1
+
+
+def hull_candidates(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The ``points`` (voxel indices of ``mask``) that can be vertices of the mask's convex hull: a voxel
+    halfway between two mask voxels (its neighbours one step away on either side, in any of the 13
+    directions) is not. Points on the array's border are kept."""
+    if len(points) < 64:
+        return points
+    shape = np.array(mask.shape)
+    inner = ((points > 0) & (points < shape - 1)).all(axis=1)
+    p = points[inner]
+    flat_mask = mask.ravel()  # a copy when the mask is a view of a larger array
+    strides = np.array([mask.shape[1] * mask.shape[2], mask.shape[2], 1], dtype=np.int64)
+    flat = p @ strides
+    between = np.zeros(len(p), dtype=bool)
+    for step in _HALF_NEIGHBOURS @ strides:
+        between |= flat_mask[flat + step] & flat_mask[flat - step]
+    return np.concatenate([points[~inner], p[~between]])
 
 
 _FACES = np.array([[s * (a == 0), s * (a == 1), s * (a == 2)] for a in range(3) for s in (-0.5, 0.5)],
@@ -64,13 +89,58 @@ _FACES = np.array([[s * (a == 0), s * (a == 1), s * (a == 2)] for a in range(3) 
 
 
 def _hull_vertices(points: np.ndarray) -> np.ndarray:
+    return _hull(points)[0]
+
+
+def _hull(points: np.ndarray):
+    """(hull vertices, their normal-cone tests): for each vertex, whether the outward normals of the facets
+    at it reach past each of the planes in :data:`_CONE_TESTS` (some normal n with t . n > 0, t each test
+    direction); None when there is no 3D hull (every point is then a candidate)."""
     if len(points) < 5:
-        return points
+        return points, None
     try:
         hull = ConvexHull(points)
     except QhullError:  # flat or degenerate set: every point is a candidate
-        return points
-    return points[hull.vertices]
+        return points, None
+    reach = hull.equations[:, :3] @ _CONE_TESTS.T > 0  # (facets, tests)
+    at = hull.simplices.ravel()
+    tests = np.zeros((len(points), len(_CONE_TESTS)), dtype=bool)
+    for j in range(len(_CONE_TESTS)):
+        tests[:, j] = np.bincount(at, weights=np.repeat(reach[:, j], 3), minlength=len(points)) > 0
+    return points[hull.vertices], tests[hull.vertices]
+
+
+# Directions t for the normal-cone tests: +-x, +-y, +-z, then s*e_a -+ e_b for each axis a, sign s, other
+# axis b (a face centre s*e_a/2 maximises d . o over the offsets only where s*d_a > |d_b| for both b).
+_CONE_TESTS = np.array(
+    [[s * (i == a) for i in range(3)] for s in (1, -1) for a in range(3)]
+    + [[s * (i == a) + t * (i == b) for i in range(3)]
+       for a in range(3) for s in (1, -1) for b in range(3) if b != a for t in (1, -1)], dtype=np.float64)
+
+
+def _face_tests(axis: int, sign: int) -> list[int]:
+    rows = [i for i, t in enumerate(_CONE_TESTS) if t[axis] == sign and np.count_nonzero(t) == 2]
+    return [(0 if sign > 0 else 3) + axis, *rows]
+
+
+def _offset_candidates(verts: np.ndarray, tests, offsets: np.ndarray) -> np.ndarray:
+    """Points v + o (v a hull vertex, o an offset: cube corners or face centres) that can be vertices of
+    hull(verts + offsets). v + o is one only if some direction d is normal to the hull at v and has o as
+    its unique maximiser among the offsets. d is a positive mix of the facet normals at v, so for every
+    plane t . d > 0 that such a d satisfies, some facet normal at v must satisfy it too."""
+    if tests is None:
+        return (verts[:, None, :] + offsets[None, :, :]).reshape(-1, 3)
+    need = np.zeros((len(offsets), len(_CONE_TESTS)), dtype=bool)
+    for k, o in enumerate(offsets):
+        nonzero = np.flatnonzero(o)
+        if len(nonzero) == 1:  # a face centre
+            need[k, _face_tests(int(nonzero[0]), int(np.sign(o[nonzero[0]])))] = True
+        else:  # a corner: the open orthant of its signs
+            for a in nonzero:
+                need[k, (0 if o[a] > 0 else 3) + a] = True
+    ok = ~(need[None] & ~tests[:, None, :]).any(axis=2)  # (verts, offsets)
+    v, k = np.nonzero(ok)
+    return verts[v] + offsets[k]
 
 
 def _max_distance(points_mm: np.ndarray) -> float:
@@ -99,10 +169,16 @@ def feret_diameters(mask_crop: np.ndarray, linear: np.ndarray) -> tuple[float, f
         return 0.0, 0.0
     # hull(voxels + cube) = hull(hull vertices of the voxel centres + cube corners), and likewise for the
     # face centres (a boundary face's outer neighbour is outside the mask at every hull vertex).
-    verts = _hull_vertices(extreme_voxels(mask_crop).astype(np.float64))
+    # Only voxels that can be hull vertices go to Qhull, and only the corners / face centres that can be
+    # vertices of the second hull; when those are few (a superset of the vertices, all inside the hull),
+    # the farthest pair is searched among them directly.
+    mask_crop = np.ascontiguousarray(mask_crop if mask_crop.dtype == bool else mask_crop != 0)
+    verts, tests = _hull(hull_candidates(mask_crop, extreme_voxels(mask_crop)).astype(np.float64))
     out = []
     for offsets in (_CORNERS, _FACES):
-        points = _hull_vertices((verts[:, None, :] + offsets[None, :, :]).reshape(-1, 3))
+        points = _offset_candidates(verts, tests, offsets)
+        if tests is None or len(points) > 1.5 * len(verts):
+            points = _hull_vertices(points)
         out.append(_max_distance(points @ np.asarray(linear).T))
     return out[0], out[1]
 
@@ -134,14 +210,34 @@ def _axes_2d(pixels: np.ndarray, linear2: np.ndarray) -> tuple[float, float, np.
     return long_axis, float(proj.max() - proj.min()), direction
 
 
-def axial_axes(mask_crop: np.ndarray, linear: np.ndarray, si_axis: int) -> dict:
+def marginal_counts(mask: np.ndarray) -> list[np.ndarray]:
+    """Voxel count of ``mask`` on each index plane, per axis (``[sum over axes 1, 2; over 0, 2; over 0, 1]``),
+    in two passes over the mask."""
+    u = (mask if mask.dtype == bool else mask != 0).view(np.uint8)
+    plane = np.add.reduce(u, axis=0, dtype=np.int64)  # (n1, n2)
+    if u.flags.c_contiguous:
+        first = np.add.reduce(u.reshape(u.shape[0], -1), axis=1, dtype=np.int64)
+    else:
+        first = np.add.reduce(u, axis=(1, 2), dtype=np.int64)
+    return [first, plane.sum(axis=1), plane.sum(axis=0)]
+
+
+def axial_axes(mask_crop: np.ndarray, linear: np.ndarray, si_axis: int, areas: np.ndarray | None = None) -> dict:
     """Long and short axis (mm) on the axial slice of largest area (RECIST-style: short axis measured
-    perpendicular to the long axis) and that slice's index within the crop."""
+    perpendicular to the long axis) and that slice's index within the crop. ``areas``: the mask's voxel
+    count per axial slice, when known."""
     other = [a for a in range(3) if a != si_axis]
-    areas = mask_crop.sum(axis=tuple(other))
+    if areas is None:
+        areas = mask_crop.sum(axis=tuple(other))
     k = int(np.argmax(areas))
     plane = np.take(mask_crop, k, axis=si_axis)
     pixels = np.argwhere(plane)
+    if len(pixels) > 2:
+        # the first and last pixel of each row carry the hull (argwhere lists pixels row by row)
+        rows = pixels[:, 0]
+        ends = np.ones(len(pixels), dtype=bool)
+        ends[1:-1] = (rows[1:-1] != rows[:-2]) | (rows[1:-1] != rows[2:])
+        pixels = pixels[ends]
     linear2 = np.asarray(linear)[:, other]  # 3x2: in-plane index steps -> mm (world), good for obliques
     # Work in an orthonormal in-plane frame so distances stay Euclidean.
     q, _ = np.linalg.qr(linear2)
@@ -157,23 +253,23 @@ def shape_attributes(mask: np.ndarray, affine: np.ndarray, si_axis: int, crop=No
     if crop is None:
         return None
     sub = mask[crop]
-    if not sub.any():
+    # centroid from per-axis marginal sums (no argwhere of large masks)
+    marginals = marginal_counts(sub)
+    count = int(marginals[0].sum())
+    if count == 0:
         return None
     affine = np.asarray(affine, dtype=np.float64)
     linear = affine[:3, :3]
-    count = int(np.count_nonzero(sub))
     voxel_ml = abs(float(np.linalg.det(linear))) / 1000.0
     offset = np.array([s.start for s in crop], dtype=np.float64)
-    # centroid from per-axis marginal sums (no argwhere of large masks)
-    centroid_idx = np.array([
-        float((np.arange(sub.shape[a]) * sub.sum(axis=tuple(b for b in range(3) if b != a))).sum()) / count
-        for a in range(3)]) + offset
+    centroid_idx = np.array([float((np.arange(sub.shape[a]) * marginals[a]).sum()) / count
+                             for a in range(3)]) + offset
     centroid = centroid_idx @ linear.T + affine[:3, 3]
     lo = offset - 0.5
     hi = offset + np.array(sub.shape) - 0.5
     box_corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
     box_world = box_corners @ linear.T + affine[:3, 3]
-    axes = axial_axes(sub, linear, si_axis)
+    axes = axial_axes(sub, linear, si_axis, areas=marginals[si_axis])
     diameters = feret_diameters(sub, linear)
     return {
         "voxels": count,
