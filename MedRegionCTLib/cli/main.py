@@ -22,6 +22,7 @@ COMMANDS = {
     "report": "report",
     "batch": "batch",
     "evaluate": "evaluate",
+    "train": "train",
     "serve": "serve",
 }
 

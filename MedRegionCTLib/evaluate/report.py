@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import InputError
 from ..progress import check_cancel
 from . import nlg
+from .clinical import clinical_efficacy
 from .regions import region_recognition
 
 PER_SAMPLE_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-1", "ROUGE-2", "ROUGE-L", "CIDEr")
@@ -17,12 +18,16 @@ ALL_METRICS = PER_SAMPLE_METRICS
 
 def evaluate_reports(references: Sequence[str], predictions: Sequence[str], *, metrics: Sequence[str] = ALL_METRICS,
                      wordnet_path: str | None = None, ids: Sequence[str] | None = None, per_sample: bool = True,
-                     progress=None, cancel=None) -> dict:
+                     clinical: bool = True, classifier=None, progress=None, cancel=None) -> dict:
     """Reg2RG's evaluation of report pairs: per-sample scores, their mean and population std, corpus figures.
 
     ``corpus`` holds Reg2RG's "Overall_*" figures: BLEU-n on the whole corpus (smoothed, as Reg2RG called it),
     METEOR as HF's mean over samples, ROUGE as the plain mean (HF's bootstrap "mid" estimates this mean),
     CIDEr-D as pycocoevalcap's corpus score.
+
+    ``clinical_efficacy`` (when ``clinical``): the 18 CT-RATE labels of both sides, scored as a multi-label
+    classification (:func:`.clinical.clinical_efficacy`) with the offline labeler, or with ``classifier`` (the
+    local folder of a RadBERT-class sequence classifier, or a callable texts -> (N, 18) booleans).
     """
     if len(references) != len(predictions):
         raise InputError(f"{len(references)} references but {len(predictions)} predictions; give one prediction "
@@ -81,9 +86,7 @@ def evaluate_reports(references: Sequence[str], predictions: Sequence[str], *, m
         "std": {m: float(np.std(scores[m])) for m in ordered},
         "corpus": {m: corpus[m] for m in ALL_METRICS if m in corpus},
         "settings": settings,
-        # TODO(reports issue): clinical efficacy on the 18 CT-RATE labels needs the report labeler, which comes
-        # with the reports issue; fill this with evaluate.clinical.clinical_efficacy(references, predictions).
-        "clinical_efficacy": None,
+        "clinical_efficacy": clinical_efficacy(refs, preds, classifier) if clinical else None,
         "region_recognition": region_recognition(refs, preds),
     }
     if per_sample:
@@ -106,6 +109,13 @@ def format_table(result: dict) -> str:
     if rec:
         lines.append(f"region recognition accuracy: {rec['accuracy_mean']:.4f} ± {rec['accuracy_std']:.4f} "
                      f"({rec['n_samples']} reports)")
-    if result.get("clinical_efficacy") is None:
-        lines.append("clinical efficacy: not computed (the CT-RATE report labeler is not available yet)")
+    ce = result.get("clinical_efficacy")
+    if ce is None:
+        lines.append("clinical efficacy: not computed")
+    else:
+        lines.append(f"clinical efficacy (18 CT-RATE labels; {ce['labeler']}):")
+        lines.append(f"{'':<10} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>8}")
+        for avg in ("micro", "macro"):
+            s = ce[avg]
+            lines.append(f"{avg:<10} {s['precision']:9.4f} {s['recall']:9.4f} {s['f1']:9.4f} {s['support']:8d}")
     return "\n".join(lines)

@@ -50,7 +50,9 @@ def test_evaluate_command_writes_every_figure(tmp_path, capsys):
                                    "ROUGE-L", "CIDEr"}
     assert result["corpus"]["METEOR"] == pytest.approx(result["mean"]["METEOR"])
     assert result["region_recognition"]["accuracy_mean"] == pytest.approx(0.5)
-    assert result["clinical_efficacy"] is None
+    # "Heart size is normal." negates Cardiomegaly on both sides; no label is affirmed anywhere
+    assert result["clinical_efficacy"]["micro"]["support"] == 0
+    assert "clinical efficacy" in printed and "micro" in printed
     assert result["settings"]["meteor"]["wordnet"] == str(wordnet)
 
 
