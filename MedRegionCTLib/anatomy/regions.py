@@ -24,8 +24,8 @@ from scipy import ndimage
 from ..data import load_json
 from ..errors import InputError
 from .geometry import patient_axes
-from .labels import class_group, class_groups, present_labels
-from .rules import RULES, RuleInput
+from .labels import class_group, class_groups
+from .rules import RULE_BOXES, RULES, RuleInput, _bbox
 
 SCHEMAS = {"radgenome10": "regions_radgenome10.json", "medregion6": "regions_medregion6.json"}
 _SLICER_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
@@ -205,6 +205,10 @@ def load_schema(name_or_path: str | Path = "radgenome10") -> RegionSchema:
 
 
 # --- evaluation ----------------------------------------------------------------------------------------
+Box = tuple[slice, slice, slice]
+_UNKNOWN = object()
+
+
 @dataclass
 class RegionMask:
     """One region's mask with where it came from."""
@@ -213,6 +217,7 @@ class RegionMask:
     mask: np.ndarray
     classes: list[str] = field(default_factory=list)  # label-map classes that contributed voxels
     sources: list[str] = field(default_factory=list)  # human-readable provenance ("classes ...", "rule ...")
+    _crop: object = field(default=_UNKNOWN, init=False, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -220,28 +225,110 @@ class RegionMask:
 
     @property
     def empty(self) -> bool:
-        return not self.mask.any()
+        return self.crop() is None if self._crop is not _UNKNOWN else not self.mask.any()
+
+    def crop(self) -> Box | None:
+        """The bounding box of the mask (slices; None when it is empty).
+
+        :func:`build_regions` knows it as it builds the mask; otherwise it is found on the first call. Either
+        way it is kept: change a mask in place only before asking for its box (or build a new RegionMask).
+        """
+        if self._crop is _UNKNOWN:
+            self._crop = _tight(self.mask, None)
+        return self._crop
+
+
+def _union_box(boxes) -> Box | None:
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+
+
+def _intersect(a: Box | None, b: Box | None) -> Box | None:
+    if a is None or b is None:
+        return None
+    out = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
+    return None if any(s.start >= s.stop for s in out) else out
+
+
+def _within(inner: Box, outer: Box) -> tuple[slice, ...]:
+    """``inner`` (inside ``outer``) in the coordinates of ``outer``."""
+    return tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer, strict=True))
+
+
+def _size(box: Box) -> tuple[int, int, int]:
+    return tuple(s.stop - s.start for s in box)
+
+
+def _tight(sub: np.ndarray, box: Box | None) -> Box | None:
+    """The bounding box of the voxels of ``sub`` (which sits at ``box``; None: the whole grid)."""
+    found = _bbox(sub, (0, 0, 0))
+    if found is None or box is None:
+        return found
+    return tuple(slice(f.start + b.start, f.stop + b.start) for f, b in zip(found, box, strict=True))
+
+
+class _Part:
+    """A mask known to be all False outside ``box``; ``sub`` is the mask inside it (``box`` None: empty).
+    ``tight``: the box is the mask's bounding box (so the mask holds a voxel)."""
+
+    __slots__ = ("box", "sub", "tight")
+
+    def __init__(self, box: Box | None = None, sub: np.ndarray | None = None, tight: bool = False):
+        self.box, self.sub, self.tight = box, sub, tight and box is not None
+
+    def any(self) -> bool:
+        return self.box is not None and (self.tight or bool(self.sub.any()))
+
+    def bounds(self) -> Box | None:
+        """The mask's bounding box (None: empty)."""
+        if self.box is None or self.tight:
+            return self.box
+        return _tight(self.sub, self.box)
+
+    def cut(self, box: Box) -> np.ndarray:
+        """The mask inside ``box`` (``sub`` itself when that is the box: read it, do not change it)."""
+        if box == self.box:
+            return self.sub
+        out = np.zeros(_size(box), dtype=bool)
+        common = _intersect(self.box, box)
+        if common is not None:
+            out[_within(common, box)] = self.sub[_within(common, self.box)]
+        return out
+
+    def restrict(self, box: Box) -> _Part:
+        common = _intersect(self.box, box)
+        if common is None:
+            return _Part()
+        if common == self.box:
+            return self
+        return _Part(common, self.sub[_within(common, self.box)])
+
+
+# A per-class pass (compare with one label, add to the mask) costs about a quarter of a table look-up per
+# voxel: classes are looked up class by class when their boxes hold fewer voxels than this many times the
+# box of them all.
+_PER_CLASS_FACTOR = 3.0
 
 
 class _Evaluator:
-    def __init__(self, labelmap, volume=None):
-        self.labelmap = labelmap
+    """Evaluates schema terms as :class:`_Part` s: each class mask is computed only inside the box its classes
+    occupy (``find_objects``, once), a rule only inside the box :data:`.rules.RULE_BOXES` gives it."""
+
+    def __init__(self, labelmap, volume=None, objects=None):
         self.array = labelmap.array
-        present = present_labels(self.array)
-        self.present = {labelmap.names.get(i, f"label_{i}"): i for i in present}
-        # Class masks are lookups in a table indexed by label. An 8-bit label array makes each lookup pass
-        # several times faster than a 16-bit one, so larger labels are recoded once to 1..n when n < 256.
-        if self.array.dtype == np.uint8 or not present:
-            self.codes, self.code_of = self.array, {i: i for i in present}
-        elif len(present) < 256:
-            recode = np.zeros(max(present) + 1, dtype=np.uint8)
-            recode[present] = np.arange(1, len(present) + 1)
-            self.codes, self.code_of = recode[self.array], {i: c + 1 for c, i in enumerate(present)}
-        else:
-            self.codes, self.code_of = self.array, {i: i for i in present}
+        self.shape = tuple(int(n) for n in self.array.shape)
+        if np.issubdtype(self.array.dtype, np.signedinteger) and self.array.size:
+            low = int(self.array.min())
+            if low < 0:
+                raise InputError(f"the label map holds negative labels (minimum {low}); labels must be >= 0.")
+        self.objects = ndimage.find_objects(self.array) if objects is None else objects
+        self.present = {labelmap.names.get(i + 1, f"label_{i + 1}"): i + 1
+                        for i, sl in enumerate(self.objects) if sl is not None}
         self.axes = patient_axes(labelmap.affine)
-        self._objects = None  # bounding box of every code, found on first use
         self.hu = None
+        self._cache: dict = {}
         if volume is not None:
             if tuple(volume.array.shape) != tuple(self.array.shape) or not np.allclose(
                     volume.affine, labelmap.affine, atol=1e-3):
@@ -254,70 +341,136 @@ class _Evaluator:
         groups = [class_group(g) for g in term.get("groups", ())]
         return [n for n in self.present if n in wanted or any(n in g for g in groups)]
 
-    def class_mask(self, names: list[str]) -> np.ndarray:
-        codes = [self.code_of[self.present[n]] for n in names]
-        lut = np.zeros(int(max(codes)) + 1 if self.codes.dtype != np.uint8 else 256, dtype=bool)
-        lut[codes] = True
-        # Look up only inside the union of the classes' bounding boxes: nothing outside can be True.
-        if self._objects is None:
-            self._objects = ndimage.find_objects(self.codes)
-        boxes = [self._objects[c - 1] for c in codes if c - 1 < len(self._objects) and self._objects[c - 1]]
-        out = np.zeros(self.codes.shape, dtype=bool)
-        if boxes:
-            box = tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
-            out[box] = lut[self.codes[box]]
-        return out
+    def class_part(self, names: list[str], within: Box | None = None) -> _Part:
+        """The union of the classes ``names`` (present ones), inside ``within`` when given."""
+        codes = tuple(self.present[n] for n in names)
+        boxes = {c: self.objects[c - 1] for c in codes}
+        box = _union_box(boxes.values())
+        tight = True
+        if within is not None and box is not None:
+            common = _intersect(box, within)
+            tight, box = common == box, common
+        key = (codes, None if box is None else tuple((b.start, b.stop) for b in box))  # slices: unhashable
+        if key in self._cache:
+            return self._cache[key]
+        if box is None:
+            part = _Part()
+        else:
+            labels = self.array[box]
+            parts = {c: _intersect(b, box) for c, b in boxes.items()}
+            parts = {c: b for c, b in parts.items() if b is not None}
+            if len(parts) == 1:
+                (code, b), = parts.items()
+                sub = np.zeros(_size(box), dtype=bool)
+                sub[_within(b, box)] = labels[_within(b, box)] == code
+            elif sum(np.prod(_size(b)) for b in parts.values()) < _PER_CLASS_FACTOR * np.prod(_size(box)):
+                sub = np.zeros(_size(box), dtype=bool)
+                for code, b in parts.items():
+                    at = _within(b, box)
+                    np.logical_or(sub[at], labels[at] == code, out=sub[at])
+            else:
+                lut = np.zeros(len(self.objects) + 1, dtype=bool)
+                lut[list(parts)] = True
+                sub = lut[labels]
+            part = _Part(box, sub, tight)
+        self._cache[key] = part
+        return part
 
-    def term(self, term: dict) -> tuple[np.ndarray, list[str], list[str]]:
-        """(mask, contributing classes, provenance) of one term."""
+    def part(self, term: dict, within: Box | None = None) -> tuple[_Part, list[str], list[str], bool]:
+        """(mask inside ``within`` (everywhere: None), contributing classes, provenance, whether the term's
+        mask holds a voxel anywhere) of one term."""
         if "first_of" in term:
             for sub in term["first_of"]:
-                mask, classes, sources = self.term(sub)
-                if mask.any():
-                    return mask, classes, sources
-            return np.zeros(self.array.shape, dtype=bool), [], []
+                part, classes, sources, nonempty = self.part(sub, within)
+                if nonempty:
+                    return part, classes, sources, True
+            return _Part(), [], [], False
         if "rule" in term:
-            func, mask_params, _ = RULES[term["rule"]]
-            masks, numbers, used = {}, {}, []
-            for name, value in term.get("params", {}).items():
-                if name in mask_params:
-                    masks[name], classes, _ = self.term(value)
-                    used += classes
-                else:
-                    numbers[name] = float(value)
-            mask = func(RuleInput(self.array.shape, self.axes, masks, self.hu), **numbers)
-            detail = ", ".join(f"{k}={v:g}" for k, v in numbers.items())
-            return mask, [], [f"rule {term['rule']}({detail})" if detail else f"rule {term['rule']}"]
+            part, sources = self.rule(term)
+            nonempty = part.any()
+            return (part if within is None else part.restrict(within)), [], sources, nonempty
         names = self.classes_of(term)
         if not names:
-            return np.zeros(self.array.shape, dtype=bool), [], []
-        return self.class_mask(names), names, [f"classes {', '.join(names)}"]
+            return _Part(), [], [], False
+        return self.class_part(names, within), names, [f"classes {', '.join(names)}"], True
+
+    def rule(self, term: dict) -> tuple[_Part, list[str]]:
+        name = term["rule"]
+        func, mask_params, _ = RULES[name]
+        params = term.get("params", {})
+        numbers = {k: float(v) for k, v in params.items() if k not in mask_params}
+        detail = ", ".join(f"{k}={v:g}" for k, v in numbers.items())
+        sources = [f"rule {name}({detail})" if detail else f"rule {name}"]
+        anchors, box_of, later = RULE_BOXES.get(name, ((), None, ()))
+        box = tuple(slice(0, n) for n in self.shape)
+        if box_of is not None and all(a in params for a in anchors):
+            box = box_of({a: self.part(params[a])[0].bounds() for a in anchors}, self.shape, self.axes, **numbers)
+            if box is None:
+                return _Part(), sources
+        else:
+            later = ()
+        masks, nonempty, deferred = {}, {}, {}
+        for k, v in params.items():
+            if k in mask_params and k in later:
+                # Computed only for the box the rule asks for (in the rule's grid, which starts at box).
+                def cut(inner, term=v):
+                    inner = tuple(slice(i.start + b.start, i.stop + b.start) for i, b in zip(inner, box, strict=True))
+                    return self.part(term, inner)[0].cut(inner)
+
+                deferred[k] = cut
+                nonempty[k] = self.part(v, tuple(slice(b.start, b.start + 1) for b in box))[3]
+            elif k in mask_params:
+                part, _, _, nonempty[k] = self.part(v, box)
+                masks[k] = part.cut(box)
+        hu = self.hu[box] if self.hu is not None else None
+        mask = func(RuleInput(_size(box), self.axes, masks, hu, nonempty, deferred), **numbers)
+        return _Part(box, mask), sources
 
 
-def build_regions(labelmap, schema: RegionSchema | str = "radgenome10", volume=None) -> list[RegionMask]:
+def build_regions(labelmap, schema: RegionSchema | str = "radgenome10", volume=None,
+                  objects=None) -> list[RegionMask]:
     """Every region of ``schema`` as a :class:`RegionMask` (empty masks for regions with nothing to show).
 
-    ``volume`` (the CT on the same grid) lets geometric rules drop air voxels; it is optional.
+    ``volume`` (the CT on the same grid) lets geometric rules drop air voxels; it is optional. ``objects``:
+    ``scipy.ndimage.find_objects(labelmap.array)`` when the caller has it already.
     """
     schema = load_schema(schema)
-    ev = _Evaluator(labelmap, volume)
+    ev = _Evaluator(labelmap, volume, objects)
     out = []
     for region in schema.regions:
-        mask = np.zeros(labelmap.array.shape, dtype=bool)
+        parts: list[_Part] = []
         classes: list[str] = []
         sources: list[str] = []
         for term in region.include:
-            m, c, s = ev.term(term)
-            if m.any():
-                mask |= m
+            part, c, s, _ = ev.part(term)
+            if part.any():
+                parts.append(part)
                 classes += [n for n in c if n not in classes]
                 sources += s
-        for term in region.exclude:
-            m, _, s = ev.term(term)
-            if m.any() and (mask & m).any():
-                mask &= ~m
-                sources += [f"minus {x}" for x in s]
-        out.append(RegionMask(region, mask, classes, sources))
+        mask = np.zeros(ev.shape, dtype=bool)
+        box = _union_box(p.box for p in parts)
+        crop = None
+        if box is not None:
+            # The region is assembled inside the box of its parts, then placed on the grid once.
+            sub = np.zeros(_size(box), dtype=bool)
+            for part in parts:
+                at = _within(part.box, box)
+                np.logical_or(sub[at], part.sub, out=sub[at])
+            tight = all(p.tight for p in parts)  # the union of bounding boxes bounds the union
+            for term in region.exclude:  # only what lies inside the region's box can remove anything
+                part, _, s, _ = ev.part(term, box)
+                if part.box is None:
+                    continue
+                at = _within(part.box, box)
+                if (sub[at] & part.sub).any():
+                    sub[at] &= ~part.sub
+                    sources += [f"minus {x}" for x in s]
+                    tight = False
+            mask[box] = sub
+            crop = box if tight else _tight(sub, box)
+        result = RegionMask(region, mask, classes, sources)
+        result._crop = crop
+        out.append(result)
     return out
 
 

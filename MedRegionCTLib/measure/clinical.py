@@ -1,6 +1,6 @@
 """Derived clinical measures (cardiothoracic ratio, aortic and pulmonary-artery diameters, trachea, lung
-volumes, emphysema index, fluid volumes, vertebral levels), each judged against the threshold and literature
-source in ``data/clinical_thresholds.json``.
+volumes, emphysema index of the lungs and of each lobe, fluid volumes, vertebral levels), each judged
+against the threshold and literature source in ``data/clinical_thresholds.json``.
 
 Cross-sectional diameters are measured on axial slices as the minor axis of the section's second moments
 (``4 sqrt(smallest eigenvalue)``: exact for a disc, and the true calibre of an obliquely cut tube).
@@ -150,6 +150,17 @@ def trachea_diameters(trachea: np.ndarray, spacing, axes) -> dict:
 
 def emphysema_index(hu_values: np.ndarray) -> dict:
     return judge("laa_950_percent", 100.0 * fraction_below(hu_values, -950) if hu_values.size else None)
+
+
+def lobar_emphysema_index(values_by_lobe: dict[str, np.ndarray]) -> dict:
+    """LAA-950 of each lobe (% of the lobe's voxels below -950 HU), judged against the lobar threshold
+    (``laa_950_percent_lobe``): upper-lobe predominant emphysema can fill a good share of the upper lobes
+    and still stay under the whole-lung threshold. Returns ``{"lobes": {lobe: percent}, "lobes_abnormal":
+    [lobes beyond the threshold], "lobe_criterion": the threshold's spec}``."""
+    lobes = {n: 100.0 * fraction_below(v, -950) for n, v in values_by_lobe.items() if v.size}
+    criterion = {k: v for k, v in thresholds()["measures"]["laa_950_percent_lobe"].items()}
+    abnormal = [n for n, v in lobes.items() if judge("laa_950_percent_lobe", v)["abnormal"]]
+    return {"lobes": lobes, "lobes_abnormal": abnormal, "lobe_criterion": criterion}
 
 
 def vertebral_levels(present: dict[str, tuple], shape, si_axis: int) -> dict:

@@ -7,6 +7,9 @@ exactly with two Euclidean distance transforms), then elongated survivors (vesse
 Pleural effusion: fluid-attenuation voxels outside every labelled organ that touch the lung and lie in the
 dependent (posterior) part of the hemithorax.
 
+A large candidate that encloses air bronchograms (air-filled tubes) is consolidation, not a mass
+(:func:`assess_consolidation`).
+
 Each candidate keeps the mask that supports it (bounding-box crop + boolean crop) and a confidence in 0-1.
 Parameters come from ``data/clinical_thresholds.json`` (``lesion_detection``).
 """
@@ -31,7 +34,7 @@ BODY_CLASSES = ("body_trunc", "body", "body_extremities", "thoracic_cavity", "su
 
 @dataclass
 class Lesion:
-    kind: str  # "nodule", "mass", "pleural_effusion"
+    kind: str  # "nodule", "mass", "consolidation", "pleural_effusion"
     crop: tuple
     mask: np.ndarray  # boolean, the crop's shape
     attributes: dict = field(default_factory=dict)
@@ -336,7 +339,8 @@ def distance_to(lesion: Lesion, target, affine, reach_mm: float = 30.0) -> float
 
 def describe_nodule(lesion: Lesion, hu: np.ndarray, affine, si_axis: int, params: dict, mass_min_mm: float,
                     lung: np.ndarray | None = None):
-    """Fill in size, volume, HU and solid/subsolid type, kind (nodule or mass) and confidence."""
+    """Fill in size, volume, HU and solid/subsolid type, kind (nodule, mass, or consolidation when it holds
+    air bronchograms: :func:`assess_consolidation`) and confidence."""
     attrs = shape_attributes(np.pad(lesion.mask, 0), _local_affine(affine, lesion.crop), si_axis,
                              crop=tuple(slice(0, n) for n in lesion.mask.shape), diameter_surface="faces")
     values = hu[lesion.crop][lesion.mask]
@@ -361,6 +365,90 @@ def describe_nodule(lesion: Lesion, hu: np.ndarray, affine, si_axis: int, params
     lo, hi = params["transition_hu"]
     attrs["transition_fraction"] = float(np.count_nonzero((values > lo) & (values < hi))) / values.size
     lesion.confidence = round((0.3 + 0.4 * size_term + 0.3 * round_term) * (1.0 - attrs["transition_fraction"]), 3)
+    if "consolidation" in params:
+        assess_consolidation(lesion, hu, affine, params)
+    return lesion
+
+
+def _closed(mask: np.ndarray, spacing, r: float) -> np.ndarray:
+    """Morphological closing of ``mask`` by a ball of radius ``r`` mm, exactly, as the complement of the
+    opening of the complement (the conventions of :func:`_opened`); the mask is padded so nothing is lost
+    at the array's edges."""
+    pad = [(int(np.ceil(r / s)) + 2,) * 2 for s in spacing]
+    m = np.pad(mask, pad)
+    near = ndimage.distance_transform_edt(~m, sampling=spacing) < r  # outside the erosion of the complement
+    closed = ndimage.distance_transform_edt(near, sampling=spacing) > r
+    return closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, mask.shape, strict=True))]
+
+
+def air_bronchograms(lesion: Lesion, hu: np.ndarray, affine, params: dict) -> dict:
+    """Air bronchograms of a candidate: air-filled tubes enclosed by it.
+
+    Enclosed: inside the candidate's closing by a ball of ``closing_radius_mm`` (which fills tunnels
+    narrower than the ball) or in a hole the closing shuts in, and at least ``min_depth_mm`` inside the
+    closed candidate's surface (a bronchus the candidate merely touches lies at its surface). Air: enclosed
+    voxels below ``lucent_max_hu`` form the lumen (a few-millimetre bronchus on a coarse grid reads well
+    above -1000 HU through partial volume), and a lumen counts only when some voxel of it is below
+    ``air_max_hu`` (more air than aerated lung, about -850 HU, holds). A tube: a connected lumen at least
+    ``min_length_mm`` long, ``min_length_to_width`` times longer than wide (a cavity is round) and at most
+    ``max_width_mm`` wide. Returns ``{air_voxels, tubes, tube_length_mm, tube_max_width_mm}``.
+    """
+    p = params["consolidation"]
+    spacing = _spacing(affine)
+    r = float(p["closing_radius_mm"])
+    win = _grow(lesion.crop, tuple(int(np.ceil(r / s)) + 1 for s in spacing), hu.shape)
+    inner = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(lesion.crop, win, strict=True))
+    mask = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
+    mask[inner] = lesion.mask
+    closed = _closed(mask, spacing, r)
+    closed |= _holes(closed)  # and every cavity it closes in (round: not a tube, see below)
+    depth = ndimage.distance_transform_edt(np.pad(closed, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    values = hu[win]
+    lucent = closed & ~mask & (values < p["lucent_max_hu"]) & (depth >= p["min_depth_mm"])
+    out = {"air_voxels": int(np.count_nonzero(lucent & (values < p["air_max_hu"]))), "tubes": 0,
+           "tube_length_mm": 0.0, "tube_max_width_mm": 0.0}
+    if not out["air_voxels"]:
+        return out
+    comps, n = ndimage.label(lucent, structure=np.ones((3, 3, 3), dtype=bool))
+    for i, sl in enumerate(ndimage.find_objects(comps), start=1):
+        part = comps[sl] == i
+        if not (values[sl][part] < p["air_max_hu"]).any():
+            continue  # partial volume of something denser, not an air-filled lumen
+        pts = np.argwhere(part) * spacing
+        if len(pts) >= 2:
+            ev, vec = np.linalg.eigh(np.cov(pts.T))
+            along = pts @ vec[:, -1]
+            # extent along the main axis, voxel centres to voxel faces
+            length = float(np.ptp(along)) + float(np.abs(vec[:, -1]) @ spacing)
+        else:
+            length = float(spacing.min())
+        width = 2.0 * float(ndimage.distance_transform_edt(np.pad(part, 1), sampling=spacing).max())
+        if length >= p["min_length_mm"] and length >= p["min_length_to_width"] * width and width <= p["max_width_mm"]:
+            out["tubes"] += 1
+            out["tube_length_mm"] += length
+            out["tube_max_width_mm"] = max(out["tube_max_width_mm"], width)
+    return out
+
+
+def assess_consolidation(lesion: Lesion, hu: np.ndarray, affine, params: dict) -> Lesion:
+    """Call a nodule/mass candidate ``consolidation`` when it holds air bronchograms (:func:`air_bronchograms`):
+    an airspace filling that leaves the bronchi aerated, the sign that tells consolidation from a mass
+    (Hansell DM et al., Fleischner glossary, Radiology 2008;246:697-722). Only candidates of at least
+    ``min_diameter_mm`` are assessed (a bronchus cannot run inside a small nodule and be seen). Attributes
+    ``air_bronchograms`` and ``air_bronchogram_length_mm`` are added either way."""
+    p = params["consolidation"]
+    a = lesion.attributes
+    if a.get("max_diameter_mm", 0.0) < p["min_diameter_mm"]:
+        return lesion
+    signs = air_bronchograms(lesion, hu, affine, params)
+    a["air_bronchograms"] = signs["tubes"]
+    a["air_bronchogram_length_mm"] = round(signs["tube_length_mm"], 2)
+    if signs["tubes"] >= 1:
+        lesion.kind = "consolidation"
+        a.pop("subtype", None)
+        # confidence grows with the length of aerated bronchus seen inside
+        term = min(1.0, signs["tube_length_mm"] / (2.0 * p["min_length_mm"]))
+        lesion.confidence = round(max(lesion.confidence, 0.6 + 0.4 * term), 3)
     return lesion
 
 

@@ -16,7 +16,7 @@ from .intensity import PERCENTILES, hu_statistics
 from .lesions import BODY_CLASSES, describe_nodule, detection_params, distance_to, find_nodules, find_pleural_effusions
 from .position import Frame, describe_position, lobe_of
 from .sentences import clinical_sentences, lesion_sentence, structure_sentence
-from .shape import crop_of, shape_attributes
+from .shape import shape_attributes
 
 # mediastinal vessels at the lung roots (candidates touching them are hilar vessel lumps)
 HILAR_CLASSES = ("pulmonary_artery", "pulmonary_vein", "heart", "atrial_appendage_left", "aorta",
@@ -153,11 +153,18 @@ def _frame(labelmap, objects, index_of, affine) -> Frame:
 
 
 def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, lesions: bool = True,
-            regions: bool = True) -> Measurements:
-    """Measure every class of ``labelmap`` and every region of ``schema`` on ``volume`` (same grid)."""
+            regions: bool = True, built_regions=None) -> Measurements:
+    """Measure every class of ``labelmap`` and every region of ``schema`` on ``volume`` (same grid).
+
+    ``built_regions``: the regions already built from ``labelmap`` (``anatomy.build_regions(labelmap, schema,
+    volume)``, a list of ``RegionMask``), measured instead of building them again.
+    """
     if not volume.same_grid(labelmap):
         raise InputError("the CT and the label map are on different grids; give the label map on the CT's "
                          "grid (segment this CT, or resample the labels onto it).")
+    if built_regions is not None and any(tuple(r.mask.shape) != tuple(volume.shape) for r in built_regions):
+        raise InputError("built_regions are not on the CT's grid; build them from this label map "
+                         "(anatomy.build_regions(labelmap, schema, volume)) or leave built_regions out.")
     schema = load_schema(schema)
     steps = Steps(progress, total=5, cancel=cancel, what="measurement")
     hu = volume.array
@@ -173,7 +180,8 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
     lobe_index = {n: index_of[n] for n in LOBES if n in index_of}
     out = Measurements(meta={"schema": schema.name, "shape": list(volume.shape), "spacing_mm": spacing.tolist(),
                              "orientation": volume.orientation, "midline_x_mm": frame.midline_x,
-                             "lung_z_range_mm": list(frame.z_range), "percentiles": list(PERCENTILES)})
+                             "lung_z_range_mm": list(frame.z_range), "percentiles": list(PERCENTILES),
+                             "lesion_search": bool(lesions)})
 
     # --- structures ---------------------------------------------------------------------------------
     for name, idx in sorted(index_of.items(), key=lambda t: t[1]):
@@ -195,9 +203,11 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
 
     # --- regions ------------------------------------------------------------------------------------
     if regions:
-        for r in build_regions(labelmap, schema, volume):
+        if built_regions is None:
+            built_regions = build_regions(labelmap, schema, volume, objects=objects)
+        for r in built_regions:
             check_cancel(cancel, "measurement")
-            crop = crop_of(r.mask)
+            crop = r.crop()  # known from build_regions
             if crop is None:
                 continue
             a = _attributes(r.mask[crop], crop, affine, si, hu, frame)
@@ -227,7 +237,8 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
     for key, text in clinical_sentences(out.clinical).items():
         add(_MEASURE_CLASS[key], text)
     for les in out.lesions:
-        add("lung_nodules" if les["kind"] in ("nodule", "mass") else "pleural_effusion", les["sentence"])
+        add("lung_nodules" if les["kind"] in ("nodule", "mass", "consolidation") else "pleural_effusion",
+            les["sentence"])
     for name in ("heart", "liver", "spleen", "thyroid_gland", "esophagus"):
         if name in out.structures:
             add(name, structure_sentence(name, out.structures[name]))
@@ -304,6 +315,10 @@ def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine, 
     c["laa_950_percent"] = clin.emphysema_index(hu_box[lungs_box])
     for side, mask in (("right", right_box), ("left", lungs_box & ~right_box)):
         c["laa_950_percent"][side] = clin.emphysema_index(hu_box[mask])["value"]
+    lobes = [n for n in LOBES if n in index_of]
+    if lobes:  # per lobe: upper-lobe emphysema can stay under the whole-lung threshold
+        c["laa_950_percent"].update(clin.lobar_emphysema_index(
+            {n: hu[crops[n]][arr[crops[n]] == index_of[n]] for n in lobes}))
     if "pleural_effusion" in index_of:
         crop = crops["pleural_effusion"]
         sub = arr[crop] == index_of["pleural_effusion"]
@@ -352,7 +367,8 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         a["lobe"], a["lobe_share"] = lobe, share
         if lobe:
             a["side"] = "right" if lobe.endswith("right") else "left"
-        a["size_category"] = clin.nodule_category(a["max_diameter_mm"])
+        if les.kind != "consolidation":
+            a["size_category"] = clin.nodule_category(a["max_diameter_mm"])
         # Where the hilar vessels enter the lung they form lumps no intensity rule tells from a nodule: a
         # candidate touching the mediastinal vessels keeps a low confidence and is not reported.
         a["distance_to_hilar_vessels_mm"] = distance_to(les, hilar, affine)

@@ -24,6 +24,10 @@ def lesion_sentence(lesion: dict) -> str:
         side_word = f"{side} " if side in ("left", "right") else ""
         return (f"A {side_word}pleural effusion with a volume of {lesion['volume_ml']:.1f} mL is identified in "
                 "the dependent pleural space.")
+    if kind == "consolidation":
+        signs = ", with air bronchograms" if lesion.get("air_bronchograms") else ""
+        return (f"Consolidation with a diameter of {lesion['max_diameter_mm']:.1f} mm and a volume of "
+                f"{lesion['volume_ml']:.1f} mL is identified in {_where(lesion)}{signs}.")
     subtype = lesion.get("subtype")
     adjective = f"{subtype} " if kind == "nodule" and subtype else ""
     article = "An" if adjective[:1] in ("a", "e", "i", "o", "u") else "A"
@@ -65,6 +69,14 @@ def clinical_sentences(clinical: dict) -> dict[str, str]:
     if m.get("value") is not None:
         out["laa_950_percent"] = (f"Low-attenuation areas below -950 HU make up {m['value']:.1f}% of the lung "
                                   f"volume{_state(m)}.")
+        affected = [n for n in m.get("lobes_abnormal") or [] if n in LOBE_WORDS and n in (m.get("lobes") or {})]
+        if affected:
+            crit = m["lobe_criterion"]
+            parts = [f"{m['lobes'][n]:.1f}% of the {LOBE_WORDS[n]}" for n in affected]
+            listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+            op = ">=" if crit.get("inclusive") else ">"
+            out["laa_950_percent"] += (f" By lobe they make up {listed}, above the lobar threshold ({op} "
+                                       f"{crit['threshold']:g} {crit['unit']}: {crit['finding']}).")
     for key, lead in (("pleural_effusion_volume_ml", "Segmented pleural fluid"),
                       ("pericardial_fluid_volume_ml", "Segmented pericardial fluid")):
         m = c.get(key, {})

@@ -105,7 +105,7 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     t = time.perf_counter()
     regions = build_regions(labelmap, schema, volume)
     measurements = measure(volume, labelmap, schema, progress=lambda f, m: steps.report(f, f"measuring: {m}"),
-                           cancel=cancel, lesions=lesions)
+                           cancel=cancel, lesions=lesions, built_regions=regions)
     steps.advance("measured")
     timings["measure"] = time.perf_counter() - t
 

@@ -135,6 +135,10 @@ def consistency_measures(measurements, min_confidence: float | None = None) -> d
     searched = _lesions_searched(measurements)
     out: dict = {"cardiothoracic_ratio": _f(c.get("cardiothoracic_ratio", {}).get("value")),
                  "laa_950_percent": _f(c.get("laa_950_percent", {}).get("value"))}
+    lobes = [v for v in ((c.get("laa_950_percent") or {}).get("lobes") or {}).values() if _f(v) is not None]
+    if lobes:  # emphysema is judged per lobe when lobes were measured (the reporter's own rule)
+        out["laa_950_percent_lobe"] = max(float(v) for v in lobes)
+        out["laa_950_percent"] = None
     if "pericardial_fluid_volume_ml" in c:
         out["pericardial_fluid_volume_ml"] = _f(c["pericardial_fluid_volume_ml"].get("value"))
     if "pleural_effusion_volume_ml" in c or searched:
@@ -315,7 +319,7 @@ class _Writer:
                     if value is not None:
                         out[f"{parts[1]}_{parts[2]}"] = round(value, 3)
         for f in findings:
-            if f.kind in NODULE_KINDS + ("pleural_effusion",):
+            if f.kind in NODULE_KINDS + ("consolidation", "pleural_effusion"):
                 for k, v in f.size.items():
                     out[f"{f.kind}_{f.id}_{k}"] = v
         return out
@@ -333,16 +337,8 @@ def _nodules(w: _Writer, ph: dict, key: str):
                if les["kind"] in NODULE_KINDS and les.get("confidence", 1.0) >= w.min_conf]
     lesions.sort(key=lambda t: -float(t[1].get("max_diameter_mm", 0.0)))
     for index, les in lesions:
-        lobe = les.get("lobe")
         side = les.get("side") if les.get("side") in ("left", "right") else None
-        if lobe in LOBE_WORDS:
-            location = LOBE_WORDS[lobe]
-        elif side:
-            zone = les.get("zone")
-            location = (w.words["zone_location"].format(zone=zone, side=side) if zone
-                        else w.words["lung_side"][side])
-        else:
-            location = w.words["lung_side"]["bilateral"]
+        location = _lung_location(w, les)
         subtype = les.get("subtype") or ""
         size = {"max_diameter_mm": round(float(les["max_diameter_mm"]), 1),
                 "volume_ml": round(float(les["volume_ml"]), 3)}
@@ -376,31 +372,93 @@ def _emphysema(w: _Writer, ph: dict, key: str):
     threshold = float(m.get("threshold", w.thresholds["laa_950_percent"]["threshold"]))
     path = "clinical/laa_950_percent"
     lung_masks = [f"structure:{n}" for n in LOBE_WORDS if n in w.m.structures] or [f"region:{key}"]
-    if not m.get("abnormal"):
-        yield w.item(ph["absent"].format(percent=_num(value)), lung_masks, [path])
+    lobes = {n: float(v) for n, v in (m.get("lobes") or {}).items() if n in LOBE_WORDS and _f(v) is not None}
+    if lobes:  # per lobe: emphysema confined to some lobes can stay under the whole-lung threshold
+        affected = [(n, lobes[n]) for n in LOBE_WORDS if n in lobes and _lobe_abnormal(w, m, lobes[n])]
+        abnormal = bool(affected)
+    else:
+        affected, abnormal = [], bool(m.get("abnormal"))
+    if not abnormal:
+        if lobes:
+            yield w.item(ph["absent_lobes"].format(percent=_num(value), max_percent=_num(max(lobes.values()))),
+                         lung_masks, [path])
+        else:
+            yield w.item(ph["absent"].format(percent=_num(value)), lung_masks, [path])
         return
     right, left = _f(m.get("right")), _f(m.get("left"))
-    sides = [s for s, v in (("right", right), ("left", left)) if v is not None and v > threshold]
-    side = "bilateral" if len(sides) != 1 else sides[0]
-    lobes = m.get("lobes") or {}
-    affected = [(n, float(v)) for n, v in lobes.items() if n in LOBE_WORDS and _f(v) is not None and v > threshold]
-    if affected:
-        detail = ", ".join(ph["lobe_detail"].format(lobe=LOBE_WORDS[n], percent=_num(v)) for n, v in affected)
-        location = "the " + _join([LOBE_WORDS[n] for n, _ in affected])
-    else:
-        detail = ph["side_detail"].format(right=_num(right or 0.0), left=_num(left or 0.0))
-        location = w.words["emphysema_location"][side]
     values = {"laa_950_percent": round(value, 2), "threshold_percent": threshold}
     if right is not None:
         values["laa_950_percent_right"] = round(right, 2)
     if left is not None:
         values["laa_950_percent_left"] = round(left, 2)
-    for n, v in affected:
-        values[f"laa_950_percent_{n}"] = round(v, 2)
+    if affected:
+        sides = {"right" if n.endswith("right") else "left" for n, _ in affected}
+        side = sides.pop() if len(sides) == 1 else "bilateral"
+        location = _join([f"the {LOBE_WORDS[n]}" for n, _ in affected])
+        lobe_threshold = float(_lobe_criterion(w, m)["threshold"])
+        detail = _join([ph["lobe_percent"].format(lobe=LOBE_WORDS[n], percent=_num(v)) for n, v in affected])
+        text = ph["present_lobes"].format(location=location, detail=detail, threshold=f"{lobe_threshold:g}",
+                                          percent=_num(value))
+        values["lobe_threshold_percent"] = lobe_threshold
+        for n, v in affected:
+            values[f"laa_950_percent_{n}"] = round(v, 2)
+        where = location.replace("the ", "")
+    else:
+        sides = [s for s, v in (("right", right), ("left", left)) if v is not None and v > threshold]
+        side = "bilateral" if len(sides) != 1 else sides[0]
+        detail = ph["side_detail"].format(right=_num(right or 0.0), left=_num(left or 0.0))
+        location = w.words["emphysema_location"][side]
+        text = ph["present"].format(location=location, percent=_num(value), detail=detail)
+        where = location.removeprefix("the ")
     evidence = Evidence(masks=lung_masks, measurements=[path])
-    f = w.finding(kind="emphysema", location=location.removeprefix("the "), side=side, values=values,
-                  evidence=evidence)
-    yield w.item(ph["present"].format(location=location, percent=_num(value), detail=detail), lung_masks, [path], [f])
+    f = w.finding(kind="emphysema", location=where, side=side, values=values, evidence=evidence)
+    yield w.item(text, lung_masks, [path], [f])
+
+
+def _lobe_criterion(w: _Writer, m: dict) -> dict:
+    """The lobar LAA-950 threshold spec: the measurement's own, else the thresholds table's."""
+    return m.get("lobe_criterion") or w.thresholds["laa_950_percent_lobe"]
+
+
+def _lobe_abnormal(w: _Writer, m: dict, value: float) -> bool:
+    spec = _lobe_criterion(w, m)
+    t = float(spec["threshold"])
+    return value >= t if spec.get("inclusive") else value > t
+
+
+def _consolidation(w: _Writer, ph: dict, key: str):
+    if not _lesions_searched(w.m):
+        return
+    lesions = [(i, les) for i, les in enumerate(w.m.lesions)
+               if les["kind"] == "consolidation" and les.get("confidence", 1.0) >= w.min_conf]
+    lesions.sort(key=lambda t: -float(t[1].get("volume_ml", 0.0)))
+    for index, les in lesions:
+        location = _lung_location(w, les)
+        side = les.get("side") if les.get("side") in ("left", "right") else None
+        size = {"volume_ml": round(float(les["volume_ml"]), 1),
+                "max_diameter_mm": round(float(les["max_diameter_mm"]), 1)}
+        values = {}
+        for k in ("hu_mean", "air_bronchograms", "air_bronchogram_length_mm", "distance_to_hilar_vessels_mm"):
+            if _f(les.get(k)) is not None:
+                values[k] = round(float(les[k]), 3)
+        evidence = Evidence(masks=[f"lesion:{les['id']}"], measurements=[f"lesions/{index}"])
+        f = w.finding(kind="consolidation", location=location, side=side, size=size, values=values,
+                      confidence=float(les.get("confidence", 1.0)), evidence=evidence)
+        text = ph["present"].format(volume_ml=_num(les["volume_ml"], 0), location=location,
+                                    signs=ph["air_bronchograms"] if les.get("air_bronchograms") else "")
+        yield w.item(text, evidence.masks + [f"region:{key}"], evidence.measurements, [f])
+
+
+def _lung_location(w: _Writer, les: dict) -> str:
+    """Where a lung lesion lies, in words: its lobe, else its side and zone, else both lungs."""
+    lobe = les.get("lobe")
+    side = les.get("side") if les.get("side") in ("left", "right") else None
+    if lobe in LOBE_WORDS:
+        return LOBE_WORDS[lobe]
+    if side:
+        zone = les.get("zone")
+        return w.words["zone_location"].format(zone=zone, side=side) if zone else w.words["lung_side"][side]
+    return w.words["lung_side"]["bilateral"]
 
 
 def _lung_volumes(w: _Writer, ph: dict, key: str):
@@ -653,7 +711,8 @@ def _breast(w: _Writer, ph: dict, key: str):
 
 # topic name (a key of report_phrases.json "topics") -> writer, in the order sentences appear in a region
 _TOPICS = (
-    ("nodules", _nodules), ("emphysema", _emphysema), ("lung_volumes", _lung_volumes),
+    ("nodules", _nodules), ("consolidation", _consolidation), ("emphysema", _emphysema),
+    ("lung_volumes", _lung_volumes),
     ("pleural_effusion", _pleural_effusion),
     ("cardiomegaly", _cardiomegaly), ("pericardial_effusion", _pericardial_effusion),
     ("aorta", _aorta), ("pulmonary_artery", _pulmonary_artery),
