@@ -25,7 +25,7 @@ from scipy.spatial import ConvexHull, QhullError
 from ..data import load_json
 from ..progress import check_cancel
 from .intensity import hu_statistics
-from .shape import crop_of, feret_diameter, shape_attributes
+from .shape import crop_of, feret_diameter, local_affine, shape_attributes
 
 # labels that are not organs: fluid may sit inside them
 BODY_CLASSES = ("body_trunc", "body", "body_extremities", "thoracic_cavity", "subcutaneous_fat", "torso_fat",
@@ -341,7 +341,7 @@ def describe_nodule(lesion: Lesion, hu: np.ndarray, affine, si_axis: int, params
                     lung: np.ndarray | None = None):
     """Fill in size, volume, HU and solid/subsolid type, kind (nodule, mass, or consolidation when it holds
     air bronchograms: :func:`assess_consolidation`) and confidence."""
-    attrs = shape_attributes(np.pad(lesion.mask, 0), _local_affine(affine, lesion.crop), si_axis,
+    attrs = shape_attributes(np.pad(lesion.mask, 0), local_affine(affine, lesion.crop), si_axis,
                              crop=tuple(slice(0, n) for n in lesion.mask.shape), diameter_surface="faces")
     values = hu[lesion.crop][lesion.mask]
     attrs.update(hu_statistics(values))
@@ -452,24 +452,11 @@ def assess_consolidation(lesion: Lesion, hu: np.ndarray, affine, params: dict) -
     return lesion
 
 
-def _local_affine(affine, crop) -> np.ndarray:
-    """The affine of a crop (voxel (0,0,0) of the crop = voxel ``crop.start`` of the grid)."""
-    aff = np.array(affine, dtype=np.float64)
-    aff[:3, 3] = aff[:3, :3] @ np.array([s.start for s in crop], dtype=np.float64) + aff[:3, 3]
-    return aff
-
-
 def _fill_convex(eq: np.ndarray, shape) -> np.ndarray:
     """Pixels of a 2D grid inside a convex polygon given by its edge inequalities (one column span per row)."""
-    r = np.arange(shape[0], dtype=np.float64)[:, None]
-    a, b, d = eq[:, 0][None], eq[:, 1][None], eq[:, 2][None]
-    bound = -(a * r + d) / np.where(b == 0, 1.0, b)  # col limit set by each edge on each row
-    eps = 1e-9
-    hi = np.where(b > 0, bound, np.inf).min(axis=1)
-    lo = np.where(b < 0, bound, -np.inf).max(axis=1)
-    rows_ok = np.where(b == 0, (a * r + d) <= eps, True).all(axis=1)
+    lo, hi = _convex_spans(eq, np.arange(shape[0]), shape[1])
     cols = np.arange(shape[1])[None]
-    return (cols >= lo[:, None] - eps) & (cols <= hi[:, None] + eps) & rows_ok[:, None]
+    return (cols >= lo[:, None]) & (cols <= hi[:, None])
 
 
 def thoracic_cage(cage: np.ndarray, si_axis: int, margin_voxels: int) -> np.ndarray:
@@ -552,7 +539,7 @@ class _CageSpans:
 
 def _convex_spans(eq: np.ndarray, rows: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
     """First and last column, on each of ``rows``, inside a convex polygon given by its edge inequalities,
-    clipped to the grid (lo > hi: none): the pixels of :func:`_fill_convex`, as spans."""
+    clipped to the grid (lo > hi: none)."""
     r = rows.astype(np.float64)[:, None]
     a, b, d = eq[:, 0][None], eq[:, 1][None], eq[:, 2][None]
     bound = -(a * r + d) / np.where(b == 0, 1.0, b)  # col limit set by each edge on each row

@@ -16,7 +16,7 @@ from .intensity import PERCENTILES, hu_statistics
 from .lesions import BODY_CLASSES, describe_nodule, detection_params, distance_to, find_nodules, find_pleural_effusions
 from .position import Frame, describe_position, lobe_of
 from .sentences import clinical_sentences, lesion_sentence, structure_sentence
-from .shape import shape_attributes
+from .shape import local_affine, shape_attributes
 
 # mediastinal vessels at the lung roots (candidates touching them are hilar vessel lumps)
 HILAR_CLASSES = ("pulmonary_artery", "pulmonary_vein", "heart", "atrial_appendage_left", "aorta",
@@ -24,7 +24,7 @@ HILAR_CLASSES = ("pulmonary_artery", "pulmonary_vein", "heart", "atrial_appendag
 LOBES = ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right", "lung_upper_lobe_left",
          "lung_lower_lobe_left")
 # Which schema region a clinical measure belongs to: the class it is measured on.
-_MEASURE_CLASS = {
+MEASURE_CLASS = {
     "cardiothoracic_ratio": "heart", "ascending_aorta_diameter_mm": "aorta",
     "descending_aorta_diameter_mm": "aorta", "main_pulmonary_artery_diameter_mm": "pulmonary_artery",
     "pa_to_aorta_ratio": "pulmonary_artery", "trachea_diameter_mm": "trachea",
@@ -94,15 +94,9 @@ def _has_unit(key: str) -> bool:
         "confidence", "solid_fraction", "elongation", "lobe_share", "lung_contact_fraction")
 
 
-def _local_affine(affine, crop) -> np.ndarray:
-    aff = np.array(affine, dtype=np.float64)
-    aff[:3, 3] = aff[:3, :3] @ np.array([s.start for s in crop], dtype=np.float64) + aff[:3, 3]
-    return aff
-
-
 def _attributes(sub: np.ndarray, crop, affine, si_axis: int, hu: np.ndarray, frame: Frame,
                 surface: str = "corners") -> dict | None:
-    a = shape_attributes(sub, _local_affine(affine, crop), si_axis, crop=tuple(slice(0, n) for n in sub.shape),
+    a = shape_attributes(sub, local_affine(affine, crop), si_axis, crop=tuple(slice(0, n) for n in sub.shape),
                          diameter_surface=surface)
     if a is None:
         return None
@@ -235,7 +229,7 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
         sentences.setdefault(keys[0], []).append(text)
 
     for key, text in clinical_sentences(out.clinical).items():
-        add(_MEASURE_CLASS[key], text)
+        add(MEASURE_CLASS[key], text)
     for les in out.lesions:
         add("lung_nodules" if les["kind"] in ("nodule", "mass", "consolidation") else "pleural_effusion",
             les["sentence"])

@@ -17,6 +17,13 @@ from scipy.spatial.distance import pdist
 _CORNERS = np.array([[a, b, c] for a in (-0.5, 0.5) for b in (-0.5, 0.5) for c in (-0.5, 0.5)])
 
 
+def local_affine(affine, crop) -> np.ndarray:
+    """The affine of a crop (voxel (0,0,0) of the crop = voxel ``crop.start`` of the grid)."""
+    aff = np.array(affine, dtype=np.float64)
+    aff[:3, 3] = aff[:3, :3] @ np.array([s.start for s in crop], dtype=np.float64) + aff[:3, 3]
+    return aff
+
+
 def crop_of(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
     """Bounding-box slices of ``mask`` (None when it is empty)."""
     if mask.ndim != 3:

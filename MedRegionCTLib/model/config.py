@@ -213,14 +213,14 @@ _SECTIONS = {
 }
 
 
-def _section_from_dict(cls, data: dict, where: str):
+def section_from_dict(cls, data: dict, where: str, what: str = "model configuration"):
+    """A config dataclass from a JSON/TOML mapping: unknown keys are an error, lists become tuples again."""
     if not isinstance(data, dict):
-        raise InputError(f"model configuration section {where!r} must be a mapping, got {type(data).__name__}.")
+        raise InputError(f"{what} section {where!r} must be a mapping, got {type(data).__name__}.")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise InputError(f"unknown key(s) {unknown} in model configuration section {where!r}; "
-                         f"valid keys are {sorted(names)}.")
+        raise InputError(f"unknown key(s) {unknown} in {what} section {where!r}; valid keys are {sorted(names)}.")
     values = {}
     for key, value in data.items():
         default = getattr(cls(), key)
@@ -261,7 +261,7 @@ class MedRegionModelConfig:
         if unknown:
             raise InputError(f"unknown model configuration section(s) {unknown}; valid sections are "
                              f"{sorted(_SECTIONS)}.")
-        sections = {name: _section_from_dict(sec, data.get(name, {}), name) for name, sec in _SECTIONS.items()}
+        sections = {name: section_from_dict(sec, data.get(name, {}), name) for name, sec in _SECTIONS.items()}
         config = cls(**sections)
         config.validate()
         return config

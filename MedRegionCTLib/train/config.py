@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..model.config import section_from_dict
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -97,21 +98,7 @@ _SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, 
 
 
 def _section(cls, data, name: str):
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise InputError(f"training config section {name!r} must be a mapping, got {type(data).__name__}.")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise InputError(f"unknown key(s) {unknown} in training config section {name!r}; valid: {sorted(fields)}.")
-    values = {}
-    for key, value in data.items():
-        default = getattr(cls(), key)
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        values[key] = value
-    return cls(**values)
+    return cls() if data is None else section_from_dict(cls, data, name, what="training config")
 
 
 @dataclass

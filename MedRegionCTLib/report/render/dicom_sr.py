@@ -96,9 +96,8 @@ def _clinical_of_regions(report: Report, clinical: dict) -> dict[str, list[str]]
     if rest:
         from ...anatomy import load_schema
         from ...errors import InputError
-        from ...measure import measurements as measure_module
+        from ...measure.measurements import MEASURE_CLASS as owner
 
-        owner = getattr(measure_module, "_MEASURE_CLASS", {})
         try:
             schema = load_schema(report.provenance.schema or "radgenome10")
         except InputError:
