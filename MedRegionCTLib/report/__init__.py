@@ -3,10 +3,19 @@ report/measurement consistency checker."""
 
 from .document import (
     ASSESSED,
+    CONTRADICTION_ACTIONS,
+    FINDING_SENTENCE,
+    FLAGGED,
+    LIMITATION_SENTENCE,
+    MEASUREMENT_SENTENCE,
+    NEGATIVE_SENTENCE,
     NOT_ASSESSED,
     OUTSIDE_FIELD_OF_VIEW,
+    REPLACED,
     REPORT_FORMAT,
     REPORT_VERSION,
+    SENTENCE_KINDS,
+    Contradiction,
     Evidence,
     Finding,
     Provenance,
@@ -18,6 +27,8 @@ from .labeler import check_consistency, label_names, label_report, label_sentenc
 from .reporter import ReportCase, Reporter
 
 __all__ = [
+    "CONTRADICTION_ACTIONS", "FINDING_SENTENCE", "FLAGGED", "LIMITATION_SENTENCE", "MEASUREMENT_SENTENCE",
+    "NEGATIVE_SENTENCE", "REPLACED", "SENTENCE_KINDS", "Contradiction",
     "ASSESSED", "NOT_ASSESSED", "OUTSIDE_FIELD_OF_VIEW", "REPORT_FORMAT", "REPORT_VERSION", "Evidence", "Finding",
     "Provenance", "RegionReport", "Report", "ReportCase", "Reporter", "Sentence", "check_consistency", "label_names",
     "label_report", "label_sentence", "split_sentences",

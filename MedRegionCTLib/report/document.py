@@ -21,13 +21,26 @@ from ..atomic import write_json
 from ..errors import InputError
 
 REPORT_FORMAT = "medregionct-report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 2 added sentence kinds, finding provenance, contradictions and the scope header
 
 # Region status: what the paragraph could be based on.
 ASSESSED = "assessed"
 OUTSIDE_FIELD_OF_VIEW = "outside_field_of_view"  # the region is not in the scanned range
 NOT_ASSESSED = "not_assessed"  # in range, but the segmentation or reporter could not describe it
 STATUSES = (ASSESSED, OUTSIDE_FIELD_OF_VIEW, NOT_ASSESSED)
+
+# Sentence kinds: what a sentence claims, so a reader (and the consistency check) knows which need evidence.
+FINDING_SENTENCE = "finding"  # states an abnormality (carries finding ids)
+NEGATIVE_SENTENCE = "negative"  # states an absence ("No pleural effusion."): needs full coverage and passed checks
+MEASUREMENT_SENTENCE = "measurement"  # a measured normal value ("The heart is normal in size (CTR 0.45).")
+LIMITATION_SENTENCE = "limitation"  # says what could not be assessed, and why
+SENTENCE_KINDS = ("", FINDING_SENTENCE, NEGATIVE_SENTENCE, MEASUREMENT_SENTENCE, LIMITATION_SENTENCE)
+
+# What happened to a contradicted sentence (report-versus-measurement check).
+FLAGGED = "flagged"  # kept, marked as contradicting the measurements
+REPLACED = "replaced"  # replaced by the measured statement
+CONTRADICTION_ACTIONS = (FLAGGED, REPLACED)
 
 
 @dataclass
@@ -49,6 +62,8 @@ class Finding:
     values: dict = field(default_factory=dict)  # other measured values, units in the keys
     confidence: float = 1.0
     evidence: Evidence = field(default_factory=Evidence)
+    # How the finding was derived where that limits it ("lobe assigned by geometric zones: no fissure found").
+    provenance: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +71,20 @@ class Sentence:
     text: str
     evidence: Evidence = field(default_factory=Evidence)
     findings: list[int] = field(default_factory=list)  # ids of the findings it states
+    kind: str = ""  # one of SENTENCE_KINDS; "" when the writer did not say (free text of a model)
+
+
+@dataclass
+class Contradiction:
+    """A statement of the report that the measurements contradict (one checker for every reporter)."""
+
+    region: str  # the region key of the paragraph holding the statement
+    sentence: int | None  # index into that region's sentences; None when it concerns the paragraph as a whole
+    text: str  # the statement as written (before any replacement)
+    claim: str  # what the statement asserts, structured: "<kind> present|absent [side] [size]"
+    measured: str  # what the measurements say instead
+    action: str = FLAGGED  # one of CONTRADICTION_ACTIONS
+    evidence: Evidence = field(default_factory=Evidence)
 
 
 @dataclass
@@ -87,6 +116,9 @@ class Provenance:
     timings_s: dict = field(default_factory=dict)  # step -> seconds
     input: dict = field(default_factory=dict)  # shape, spacing, orientation, source kind; never identifiers
     created: str = ""  # ISO 8601 UTC
+    # What the chain knows about the scan and its own reliability, shown in the report header:
+    # {"chest_ct": bool, "notes": [...], "quality_checks": {...}, "coverage": {...}, "limitations": [...]}.
+    scope: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -94,6 +126,7 @@ class Report:
     regions: list[RegionReport] = field(default_factory=list)
     provenance: Provenance = field(default_factory=Provenance)
     impression: list[str] = field(default_factory=list)  # the abnormal findings in one list, most important first
+    contradictions: list[Contradiction] = field(default_factory=list)
 
     # --- access -------------------------------------------------------------------------------------------
     def region(self, key: str) -> RegionReport:
@@ -127,16 +160,17 @@ class Report:
             raise InputError(f"not a MedRegionCT report (expected \"format\": \"{REPORT_FORMAT}\"); give a "
                              "report.json written by `medregionct report`.")
         version = data.get("version")
-        if version != REPORT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise InputError(f"report format version {version!r} is not supported (this MedRegionCT reads version "
                              f"{REPORT_VERSION}); upgrade MedRegionCTLib or regenerate the report.")
         try:
             regions = [_region(r) for r in data.get("regions", [])]
             provenance = _build(Provenance, data.get("provenance", {}))
             impression = [str(s) for s in data.get("impression", [])]
+            contradictions = [_contradiction(c) for c in data.get("contradictions", [])]
         except (TypeError, KeyError, ValueError) as exc:
             raise InputError(f"report.json is malformed ({exc}); regenerate it with `medregionct report`.") from exc
-        return cls(regions=regions, provenance=provenance, impression=impression)
+        return cls(regions=regions, provenance=provenance, impression=impression, contradictions=contradictions)
 
     def save(self, path) -> Path:
         return write_json(path, self.to_json())
@@ -179,10 +213,24 @@ def _sentence(data: dict) -> Sentence:
     return _build(Sentence, data)
 
 
+def _contradiction(data: dict) -> Contradiction:
+    data = dict(data)
+    data["evidence"] = _evidence(data.get("evidence"))
+    if data.get("action", FLAGGED) not in CONTRADICTION_ACTIONS:
+        raise ValueError(f"contradiction action {data['action']!r} is not one of {CONTRADICTION_ACTIONS}")
+    return _build(Contradiction, data)
+
+
+def _sentence_kind_checked(sentence: Sentence) -> Sentence:
+    if sentence.kind not in SENTENCE_KINDS:
+        raise ValueError(f"sentence kind {sentence.kind!r} is not one of {SENTENCE_KINDS}")
+    return sentence
+
+
 def _region(data: dict) -> RegionReport:
     data = dict(data)
     paragraph = data.pop("paragraph", None)
-    data["sentences"] = [_sentence(s) for s in data.get("sentences", [])]
+    data["sentences"] = [_sentence_kind_checked(_sentence(s)) for s in data.get("sentences", [])]
     data["findings"] = [_finding(f) for f in data.get("findings", [])]
     data["evidence"] = _evidence(data.get("evidence"))
     if data.get("status", ASSESSED) not in STATUSES:
