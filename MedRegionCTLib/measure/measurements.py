@@ -12,8 +12,11 @@ from ..anatomy import build_regions, class_group, load_schema, patient_axes, sid
 from ..errors import InputError
 from ..progress import Steps, check_cancel
 from . import clinical as clin
+from .assessability import coverage, quality_checks
 from .intensity import PERCENTILES, hu_statistics
 from .lesions import BODY_CLASSES, describe_nodule, detection_params, distance_to, find_nodules, find_pleural_effusions
+from .masses import find_masses, touching
+from .pleural_fluid import effusions_from_label
 from .position import Frame, describe_position, lobe_of
 from .sentences import clinical_sentences, lesion_sentence, structure_sentence
 from .shape import local_affine, shape_attributes
@@ -219,6 +222,11 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
     # --- lesion candidates --------------------------------------------------------------------------
     if lesions:
         _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects)
+    # what the data can support: coverage of each lung and the segmentation's quality checks
+    out.meta["coverage"] = coverage(arr, index_of, affine, si)
+    out.meta["quality_checks"] = quality_checks(
+        arr, hu, index_of, affine, volume.voxel_volume_ml, frame.midline_x, out.meta["coverage"], out.lesions,
+        out.lesion_masks, detection_params()["min_report_confidence"]) if lesions else {}
     steps.advance("lesions")
 
     # --- sentences, grouped by region ---------------------------------------------------------------
@@ -350,8 +358,14 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
     hilar.grid_shape = arr.shape
 
     mass_min = clin.thresholds()["nodule_size_categories"]["mass_min_diameter_mm"]
+    names = {i: n for n, i in index_of.items()}
+    field_values = [index_of[n] for n in lung_names]
+    masses = find_masses(hu, lung, affine, params, cancel=cancel)
+    nodules = [les for les in find_nodules(hu, lung, affine, si, params, cancel=cancel, allowed=allowed)
+               if not any(_inside(les, m) for m in masses)]  # a nodule candidate inside a mass is part of it
     found = []
-    for les in find_nodules(hu, lung, affine, si, params, cancel=cancel, allowed=allowed):
+    for les in masses + nodules:
+        search = "mass search" if les.kind == "mass" else "nodule search"
         describe_nodule(les, hu, affine, si, params, mass_min, lung)
         a = les.attributes
         a["bbox_index"] = [[lo + s.start, hi + s.start] for (lo, hi), s in zip(a["bbox_index"], les.crop, strict=True)]
@@ -363,10 +377,14 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
             a["side"] = "right" if lobe.endswith("right") else "left"
         if les.kind != "consolidation":
             a["size_category"] = clin.nodule_category(a["max_diameter_mm"])
+        a["found_by"] = search
+        a["touches"] = touching(les, arr, names, field_values, affine)
+        a["told_from_consolidation"] = _told_apart(les)
         # Where the hilar vessels enter the lung they form lumps no intensity rule tells from a nodule: a
-        # candidate touching the mediastinal vessels keeps a low confidence and is not reported.
+        # small candidate touching the mediastinal vessels keeps a low confidence and is not reported. A mass
+        # (30 mm or more) is larger than any of those lumps.
         a["distance_to_hilar_vessels_mm"] = distance_to(les, hilar, affine)
-        if a["distance_to_hilar_vessels_mm"] <= params["hilar_distance_mm"]:
+        if a["distance_to_hilar_vessels_mm"] <= params["hilar_distance_mm"] and a["max_diameter_mm"] < mass_min:
             les.confidence = round(les.confidence * 0.4, 3)
         if les.confidence < params["min_report_confidence"]:
             out.meta.setdefault("unreported_candidates", []).append(
@@ -375,19 +393,28 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
             continue
         found.append(les)
     cage = [i for n, i in index_of.items() if n in class_group("chest_wall_bones") or n in class_group("vertebrae")]
-    for les in find_pleural_effusions(hu, arr, lung, free, affine, axes.ap, params, cancel=cancel, cage=cage,
-                                      si_axis=si):
+    if "pleural_effusion" in index_of:  # the segmenter found the fluid: measure what it found, side by side
+        effusions = effusions_from_label(arr, index_of["pleural_effusion"], affine, frame.midline_x,
+                                         crops["pleural_effusion"] if crops else None)
+    else:
+        effusions = find_pleural_effusions(hu, arr, lung, free, affine, axes.ap, params, cancel=cancel, cage=cage,
+                                           si_axis=si)
+    for les in effusions:
         a = _attributes(les.mask, les.crop, affine, si, hu, frame)
-        if a["side"] not in ("left", "right") or a["zone"] == "upper":
+        labelled = les.attributes.get("found_by") == "segmenter label"
+        if labelled:  # the segmenter split it at the midline and found it in the dependent pleural space
+            a["side"] = les.attributes["side"]
+        elif a["side"] not in ("left", "right") or a["zone"] == "upper":
             # fluid lies in one hemithorax and gathers low; what straddles the midline or sits at the apex
             # is soft tissue of the neck or mediastinum with fluid-like partial-volume values
             out.meta.setdefault("unreported_candidates", []).append(
-                {"kind": les.kind, "centroid_ras": a["centroid_ras"], "volume_ml": les.attributes["volume_ml"],
-                 "side": a["side"], "zone": a["zone"]})
+                {"kind": les.kind, "centroid_ras": a["centroid_ras"],
+                 "volume_ml": les.attributes.get("volume_ml", a["volume_ml"]), "side": a["side"], "zone": a["zone"]})
             continue
-        a["volume_ml"] = les.attributes["volume_ml"]  # partial-volume corrected
-        a["fluid_hu"] = les.attributes["fluid_hu"]
-        a["lung_contact_fraction"] = les.attributes["lung_contact_fraction"]
+        a["volume_ml"] = les.attributes.get("volume_ml", a["volume_ml"])  # partial-volume corrected when searched
+        a["fluid_hu"] = les.attributes.get("fluid_hu", a.get("hu_median", a.get("hu_mean")))
+        a["lung_contact_fraction"] = les.attributes.get("lung_contact_fraction")
+        a["found_by"] = les.attributes.get("found_by", "fluid search")
         les.attributes = a
         les.confidence = round(min(1.0, 0.5 + a["volume_ml"] / 200.0) * (0.7 + 0.3 * (abs(a["fluid_hu"]) < 20)), 3)
         found.append(les)
@@ -397,3 +424,23 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         record["sentence"] = lesion_sentence(record)
         out.lesions.append(record)
         out.lesion_masks.append((les.crop, les.mask))
+
+
+def _inside(lesion, mass) -> bool:
+    """Whether the centre voxel of ``lesion``'s mask lies in ``mass``'s mask."""
+    centre = np.argwhere(lesion.mask).mean(axis=0).round().astype(int) + [s.start for s in lesion.crop]
+    local = centre - [s.start for s in mass.crop]
+    if (local < 0).any() or (local >= mass.mask.shape).any():
+        return False
+    return bool(mass.mask[tuple(local)])
+
+
+def _told_apart(lesion) -> str:
+    """How a nodule or mass was told from consolidation (the air-bronchogram test of lesions.assess_consolidation)."""
+    a = lesion.attributes
+    if "air_bronchograms" not in a:
+        return "too small to hold an air bronchogram"
+    if lesion.kind == "consolidation":
+        return (f"{a['air_bronchograms']} air bronchogram(s) inside ({a['air_bronchogram_length_mm']:.0f} mm of "
+                "aerated bronchus)")
+    return "no air bronchogram inside"

@@ -1,6 +1,10 @@
 """The diaphragm as a height map: where a lung rests on an abdominal organ (soft tissue under its floor, not
 fat or fluid), its floor is the diaphragm; normalised convolution of those heights carries the surface under the
-heart and out to the body wall. Everything in the body below it is abdomen."""
+heart and out to the body wall. Everything in the body below it is abdomen.
+
+A mass resting on the diaphragm lifts the lung's floor above it, and has the attenuation of an organ: floors
+lifted well above a smooth dome (a quadratic surface fitted to each side's floors, refitted without them) are
+left out, so the mass stays in the chest."""
 
 from __future__ import annotations
 
@@ -35,6 +39,8 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     lung_z = np.flatnonzero(lungs.any(axis=(0, 1)))
     ok &= zs <= lung_z[0] + 0.6 * (lung_z[-1] - lung_z[0])  # the lower part of the lungs
     xs, ys, zs = xs[ok], ys[ok], zs[ok].astype(np.float64) - 0.5
+    keep = _on_dome(grid, xs, ys, zs, params.get("dome_outlier_mm", np.inf))
+    xs, ys, zs = xs[keep], ys[keep], zs[keep]
     if xs.size < 20:
         return None
     known = np.full((nx, ny), np.nan)
@@ -54,6 +60,31 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     surf = ndi.gaussian_filter(surf, 6.0 / grid.coarse_spacing[:2])
     # (no clamping to the lung floor: a lung floor lifted by an effusion is not the diaphragm)
     return np.clip(surf, -1, nz)
+
+
+def _on_dome(grid: Grid, xs, ys, zs, outlier_mm: float) -> np.ndarray:
+    """Floor points that lie on a smooth dome: per side (split at the floors' middle in x) a quadratic surface
+    z(x, y) is fitted, and points more than ``outlier_mm`` above it are dropped and the surface refitted."""
+    keep = np.ones(xs.size, bool)
+    if not np.isfinite(outlier_mm) or xs.size < 20:
+        return keep
+    sx, sy, sz = grid.coarse_spacing
+    mid = (xs.min() + xs.max()) / 2.0
+    for side in (xs < mid, xs >= mid):
+        idx = np.flatnonzero(side)
+        if idx.size < 20:
+            continue
+        x, y, z = xs[idx] * sx, ys[idx] * sy, zs[idx] * sz
+        design = np.column_stack([np.ones_like(x), x, y, x * x, y * y, x * y])
+        inlier = np.ones(idx.size, bool)
+        for _ in range(8):
+            coef, *_ = np.linalg.lstsq(design[inlier], z[inlier], rcond=None)
+            now = z - design @ coef <= outlier_mm
+            if (now == inlier).all() or now.sum() < 10:
+                break
+            inlier = now
+        keep[idx] = inlier
+    return keep
 
 
 def below(height: np.ndarray | None, shape) -> np.ndarray:

@@ -138,10 +138,13 @@ def find_mediastinum(grid: Grid, lungs: np.ndarray, body: np.ndarray, bone: np.n
 
 
 def redo_heart(grid: Grid, med: Mediastinum, lungs, body, bone, spine_axis, carina, airway, under_diaphragm,
-               params: dict) -> Mediastinum:
-    """The space and heart again under a corrected diaphragm (aorta and oesophagus kept)."""
+               params: dict, fence: np.ndarray | None = None) -> Mediastinum:
+    """The space and heart again under a corrected diaphragm (aorta and oesophagus kept); the heart stays out of
+    ``fence`` where given."""
     space = mediastinal_space(grid, lungs, body, bone, spine_axis, under_diaphragm)
     st = soft_tissue(grid, params, med.contrast) & body & ~bone
+    if fence is not None:
+        st &= ~fence
     airway_zone = ndi.binary_dilation(airway, masks.ball(4.0, grid.coarse_spacing)) if airway.any() else \
         np.zeros(lungs.shape, bool)
     heart = find_heart(grid, st, space, med.aorta, med.esophagus, airway_zone, carina, params)

@@ -74,14 +74,48 @@ def paint_body(paint: Painter, grid: Grid, found, p: dict) -> None:
 
 
 def paint_lungs(paint: Painter, grid: Grid, found, p: dict) -> None:
-    """Pleural shell, then each lung split into its lobes (or zones)."""
+    """Pleural shell, pleural fluid, then each lung field (aerated lung and the disease inside it) split into its
+    lobes (or zones)."""
     lung_fine = {}
     for side, lung in (("left", found.lungs.left), ("right", found.lungs.right)):
-        lung_fine[side] = grid.refine_fast(lung, lambda hu: hu < p["lungs"]["hu_max"])
+        fine, m = grid.refine_fast(lung, lambda hu: hu < p["lungs"]["hu_max"])
+        if found.pleural is not None:
+            disease = found.pleural.field[side] & ~lung
+            if disease.any():  # non-aerated parts of the lung field: smooth outlines, no air edge to follow
+                fine, m = _union_fine(grid, (fine, m), grid.upsample(disease))
+        lung_fine[side] = (fine, m)
     _paint_pleura(paint, grid, lung_fine, p["pleura"])
+    if found.pleural is not None:
+        fluid = found.pleural.effusion["left"] | found.pleural.effusion["right"]
+        lo, hi = p["pleural_space"]["fluid_edge_hu"]
+
+        def fluid_edge(hu):  # the fluid's own edge, partial volume with the lung included (3-voxel mean)
+            smooth = ndi.uniform_filter(hu.astype(np.float32), size=(3, 3, 1))
+            return (smooth > lo) & (smooth < hi)
+
+        if fluid.any():
+            fine, m = grid.refine_fast(fluid, fluid_edge, grow=1)
+            paint.paint("pleural_effusion", fine, m, only_where=paint.only("body_trunc", "mediastinum",
+                                                                             "lung_pleural"))
     for side, (fine, m) in lung_fine.items():
         if m.any():
             _paint_lobes(paint, grid, found.lobes, side, fine, m)
+
+
+def _union_fine(grid: Grid, a, b):
+    """Union of two (fine slices, boolean crop) pairs; ``b`` may be a float fraction (threshold 0.5)."""
+    (fa, ma), (fb, mb) = a, b
+    if mb.dtype != bool:
+        mb = mb >= 0.5
+    if ma.size == 0 or not ma.any():
+        return fb, mb
+    if mb.size == 0 or not mb.any():
+        return fa, ma
+    box = tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(fa, fb))
+    out = np.zeros(tuple(s.stop - s.start for s in box), bool)
+    for f, m in ((fa, ma), (fb, mb)):
+        out[tuple(slice(s.start - o.start, s.stop - o.start) for s, o in zip(f, box))] |= m
+    return box, out
 
 
 def paint_airways_and_bones(paint: Painter, grid: Grid, found, p: dict) -> None:

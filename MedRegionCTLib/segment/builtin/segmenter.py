@@ -24,6 +24,7 @@ from .lungs import Lungs, find_lungs
 from .mediastinum import Mediastinum, contrast_blood, find_mediastinum, redo_heart
 from .neck_and_wall import abdominal_cavity, find_breasts, find_thyroid
 from .painting import Painter, paint_airways_and_bones, paint_body, paint_lungs
+from .pleural import PleuralSpace, pleural_spaces
 
 # what the segmenter looks for; the ones it cannot find go to meta["not_found"]
 LOOKED_FOR = ["body_trunc", "lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right",
@@ -47,6 +48,7 @@ class Found:
     breasts: np.ndarray
     abdomen: np.ndarray
     lobes: LobeModel
+    pleural: PleuralSpace | None = None  # lung fields with their disease, pleural fluid (chest CTs only)
     notes: list = field(default_factory=list)
 
 
@@ -93,6 +95,11 @@ class BuiltinSegmenter:
             "bone_classes": sorted(n for n in produced if n.startswith(BONE_PREFIXES)),
             "working_spacing_mm": [round(float(s), 3) for s in grid.coarse_spacing],
         }
+        if found.pleural is not None:
+            v = grid.coarse_voxel_ml
+            meta["lung_field_ml"] = {s: round(float(found.pleural.field[s].sum() * v), 1) for s in ("left", "right")}
+            meta["pleural_fluid_ml"] = {s: round(float(found.pleural.effusion[s].sum() * v), 1)
+                                        for s in ("left", "right")}
         steps.report(1.0, "done")
         return LabelMap(array, volume.affine.copy(), names, meta)
 
@@ -146,7 +153,10 @@ class BuiltinSegmenter:
         notes += skeleton.notes
 
         steps.advance("diaphragm and mediastinum")
-        height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"])
+        # first the plain lung floors (a mass on the diaphragm is cut off with the abdomen here, so it cannot
+        # join the first heart); the dome is fitted without lifted floors once the heart is known
+        plain = dict(p["diaphragm"], dome_outlier_mm=float("inf"))
+        height = diaphragm_height(grid, lungs.both, body.trunk, plain)
         under = below(height, grid.coarse_shape)
         med = Mediastinum(empty, empty, empty, empty)
         if chest:
@@ -158,8 +168,20 @@ class BuiltinSegmenter:
             height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"], exclude_columns=foot)
             under = below(height, grid.coarse_shape)
             med = redo_heart(grid, med, lungs.both, body.trunk, skeleton.bone, skeleton.spine_axis, air.carina,
-                             air.tree, under, p["mediastinum"])
+                             air.tree, under, p["mediastinum"], fence=_heart_fence(med.heart))
+        elif height is not None:
+            height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"])
+            under = below(height, grid.coarse_shape)
         notes += med.notes
+        pleural = None
+        if chest:
+            organs = med.heart | med.aorta | med.esophagus | ndi.binary_dilation(air.tree, iterations=1)
+            pleural = pleural_spaces(grid, lungs, skeleton, body.trunk, organs, under, med.contrast, blood,
+                                     p["pleural_space"])
+            notes += pleural.notes
+            taken = pleural.field["left"] | pleural.field["right"] | pleural.effusion["left"] | \
+                pleural.effusion["right"]
+            med.space &= ~taken
         thyroid = find_thyroid(grid, air.trachea, lungs.both, body.trunk, skeleton.bone, med.contrast, p["thyroid"])
         breasts = find_breasts(grid, body.trunk, lungs.both, p["breast"]) if chest else empty
         abdomen = empty
@@ -169,4 +191,16 @@ class BuiltinSegmenter:
         if chest:
             lobes = zone_model(grid, lungs.left, lungs.right, air.carina)
             lobes = fissure_model(grid, lungs.left, lungs.right, lobes, p["fissures"])
-        return Found(body, air, lungs, chest, blood, skeleton, med, thyroid, breasts, abdomen, lobes, notes)
+        return Found(body, air, lungs, chest, blood, skeleton, med, thyroid, breasts, abdomen, lobes, pleural, notes)
+
+
+def _heart_fence(heart: np.ndarray) -> np.ndarray:
+    """Where a redone heart may not go: to the patient's right of the first heart's centre, outside its footprint
+    grown by 10 mm. The heart reaches down to the refitted diaphragm, but a mass in the right lower lobe that
+    touches it does not become heart; to the left (the apex) it may grow."""
+    if not heart.any():
+        return np.zeros(heart.shape, bool)
+    foot = ndi.binary_dilation(heart.any(axis=2), iterations=5)
+    centre_x = float(np.argwhere(heart.any(axis=2))[:, 0].mean())
+    foot |= np.arange(heart.shape[0])[:, None] < centre_x  # canonical x grows to the patient's right
+    return np.broadcast_to(~foot[:, :, None], heart.shape)

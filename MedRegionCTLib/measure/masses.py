@@ -1,0 +1,143 @@
+"""Masses: large solid lesions inside the lung field, wherever they sit -- in the middle of aerated lung, against the
+mediastinum, the hilum, the chest wall or the diaphragm.
+
+The nodule search (:func:`.lesions.find_nodules`) looks for round things the lung surrounds; a tumour that
+touches the mediastinum or the chest wall is not surrounded, and merges with collapsed lung, vessels and its own
+spicules. Here the solid part of the lung field (smoothed attenuation above ``solid_min_hu``) is opened with a
+ball of ``open_radius_mm`` so that vessels, septa, spicules and thin bands of atelectasis fall away and only
+tissue at least a ball wide is left; each piece of at least ``min_volume_ml`` that is not a tube (elongation at
+most ``max_elongation``: vessels are long and thin, masses are not) is a mass candidate. Its margins are given
+back where the opening rounded them: the solid voxels within ``margin_mm`` of the opened core that are connected
+to it. Whether it is a mass or consolidation is then decided on air bronchograms
+(:func:`.lesions.assess_consolidation`).
+
+What each candidate touches is read from the labels around it: the mediastinum (mediastinal organs), the hilum
+(the main bronchi or the lung vessels at the lung root), the chest wall (pleural-based: body wall, ribs, pleura)
+or the diaphragm (abdominal organs under it). Parameters: ``clinical_thresholds.json`` ``lesion_detection`` ->
+``masses``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..progress import check_cancel
+from .lesions import Lesion, _elongation, _grow, _opened, _spacing
+from .shape import crop_of
+
+# what a mass abuts, by the classes next to it (TotalSegmentator names; first match wins per class)
+TOUCH_GROUPS = {
+    "mediastinum": ("heart", "aorta", "mediastinum", "esophagus", "trachea", "superior_vena_cava",
+                    "pulmonary_artery", "pulmonary_vein", "brachiocephalic_trunk", "brachiocephalic_vein_left",
+                    "brachiocephalic_vein_right", "atrial_appendage_left", "thymus", "pericardium"),
+    "hilum": ("lung_airways", "lung_trachea_bronchia"),
+    "chest wall": ("body_trunc", "lung_pleural", "sternum", "costal_cartilages", "subcutaneous_fat", "torso_fat",
+                   "skeletal_muscle", "autochthon_left", "autochthon_right"),
+    "diaphragm": ("abdominal_cavity", "liver", "spleen", "stomach", "kidney_left", "kidney_right"),
+}
+RIB_OR_SPINE = ("rib_", "vertebrae_")
+TOUCH_PHRASES = {"mediastinum": "abutting the mediastinum", "hilum": "at the hilum",
+                 "chest wall": "pleural-based, against the chest wall", "diaphragm": "resting on the diaphragm"}
+
+
+def find_masses(hu: np.ndarray, lung: np.ndarray, affine, params: dict, cancel=None) -> list[Lesion]:
+    """Mass candidates in ``lung`` (the lung field: aerated lung and the disease inside it, on the CT grid)."""
+    p = params["masses"]
+    spacing = _spacing(affine)
+    box = crop_of(lung)
+    if box is None:
+        return []
+    box = _grow(box, (1, 1, 1), lung.shape)
+    # the mean over a 3x3 in-plane window takes the noise down (a voxel of aerated lung at -850 HU and one of
+    # tissue at +40 HU stay apart; a thin vessel's partial volume falls below the threshold)
+    smooth = ndimage.uniform_filter(hu[box].astype(np.float32), size=(3, 3, 1) if spacing[2] > 1.5 * spacing[0]
+                                    else 3)
+    solid = lung[box] & (smooth > p["solid_min_hu"])
+    del smooth
+    check_cancel(cancel)
+    opened = _opened(solid, spacing, p["open_radius_mm"])
+    if opened is None:
+        return []
+    obox, core = opened
+    comps, n = ndimage.label(core)
+    found: list[Lesion] = []
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    margin = tuple(int(np.ceil(p["margin_mm"] / s)) + 1 for s in spacing)
+    pieces = []
+    for i, sl in enumerate(ndimage.find_objects(comps), start=1):
+        if sl is not None:
+            pieces.append((comps[sl] == i, tuple(slice(o.start + s.start, o.start + s.stop)
+                                                 for o, s in zip(obox, sl, strict=True))))
+    for piece, at in _compact(pieces, spacing, p, voxel_ml, cancel):
+        # back on the box grid, then the margins the opening rounded off
+        win = _grow(at, margin, solid.shape)
+        seed = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
+        seed[tuple(slice(a.start - w.start, a.stop - w.start) for a, w in zip(at, win, strict=True))] = piece
+        near = ndimage.distance_transform_edt(~seed, sampling=spacing) <= p["margin_mm"]
+        grown = near & solid[win]
+        labels, _ = ndimage.label(grown)
+        keep = np.unique(labels[seed & grown])
+        mask = np.isin(labels, keep[keep > 0]) | seed
+        sub = crop_of(mask)
+        full = tuple(slice(b.start + w.start + s.start, b.start + w.start + s.stop)
+                     for b, w, s in zip(box, win, sub, strict=True))
+        found.append(Lesion("mass", full, mask[sub], {"elongation": _elongation(piece, spacing),
+                                                      "core_volume_ml": float(piece.sum() * voxel_ml)}))
+    return found
+
+
+def touching(lesion: Lesion, labels: np.ndarray, names: dict[int, str], lung_values, affine,
+             reach_mm: float = 3.0) -> list[str]:
+    """What the lesion abuts, from the labels within ``reach_mm`` outside it and outside the lung field
+    (``lung_values``: label values of the lung field's classes). Sorted as in :data:`TOUCH_GROUPS`."""
+    spacing = _spacing(affine)
+    pad = tuple(int(np.ceil(reach_mm / s)) + 1 for s in spacing)
+    win = _grow(lesion.crop, pad, labels.shape)
+    inner = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(lesion.crop, win, strict=True))
+    mask = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
+    mask[inner] = lesion.mask
+    shell = (ndimage.distance_transform_edt(~mask, sampling=spacing) <= reach_mm) & ~mask
+    values = labels[win][shell]
+    values = values[~np.isin(values, list(lung_values))]
+    if values.size == 0:
+        return []
+    counts = np.bincount(values.astype(np.int64))
+    share = {}
+    total = float(values.size)
+    for value in np.flatnonzero(counts):
+        name = names.get(int(value), "")
+        group = next((g for g, classes in TOUCH_GROUPS.items() if name in classes), None)
+        if group is None and name.startswith(RIB_OR_SPINE):
+            group = "chest wall"
+        if group is not None:
+            share[group] = share.get(group, 0.0) + counts[value] / total
+    return [g for g in TOUCH_GROUPS if share.get(g, 0.0) >= 0.05]
+
+
+def _compact(pieces, spacing, p: dict, voxel_ml: float, cancel=None):
+    """``(mask, slices)`` of the compact pieces: a piece that is elongated (a mass merged with collapsed lung or a
+    thick vessel) is opened with the larger radii of ``split_radii_mm`` until compact parts come loose; a tube
+    (the aorta, a pulmonary artery) has none and is dropped."""
+    todo = [(m, at, 0) for m, at in pieces]
+    radii = p["split_radii_mm"]
+    while todo:
+        check_cancel(cancel)
+        mask, at, level = todo.pop()
+        if mask.sum() * voxel_ml < p["min_volume_ml"]:
+            continue
+        if _elongation(mask, spacing) <= p["max_elongation"]:
+            yield mask, at
+            continue
+        if level >= len(radii):
+            continue
+        opened = _opened(mask, spacing, radii[level])
+        if opened is None:
+            continue
+        obox, core = opened
+        comps, _ = ndimage.label(core)
+        for i, sl in enumerate(ndimage.find_objects(comps), start=1):
+            if sl is not None:
+                sub = tuple(slice(a.start + o.start + s.start, a.start + o.start + s.stop)
+                            for a, o, s in zip(at, obox, sl, strict=True))
+                todo.append((comps[sl] == i, sub, level + 1))

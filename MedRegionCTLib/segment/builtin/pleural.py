@@ -1,0 +1,271 @@
+"""The lung field with its disease, and the pleural fluid beside it.
+
+Air alone finds only the aerated lung: a tumour, consolidation or atelectasis touching the mediastinum, the hilum,
+the chest wall or the diaphragm is not air, and fluid in the pleural space is not lung either. Both lie inside the
+*pleural cavity* of their side, which is built here from what bounds it:
+
+- the thoracic cage: per axial slice the convex hull of that side's ribs, the vertebral bodies and the sternum,
+  shrunk by the thickness of the chest wall inside the bones, and kept within a band along the rib arc (the
+  chord of the hull through the mediastinum is not chest wall);
+- the aerated lung itself: per slice its convex hull, kept within a short reach of the air (a tumour indents the
+  lung; the lung wraps around it), which bridges the places where the lung meets the mediastinum;
+- the mediastinal organs found (heart, aorta, oesophagus, airways), the bones, and the diaphragm below.
+
+Inside a cavity, what is not aerated lung is sorted by its attenuation (a 3x3 in-plane mean, which takes the
+noise down enough to tell fluid from soft tissue): fat stays out; soft tissue and ground glass touching the lung
+join the lung field (masses, consolidation, atelectasis); fluid-range voxels (about -20 to +25 HU) form pleural
+effusion when they gather in the dependent pleural space -- the lowest part of the cavity -- and are not enclosed
+by soft tissue (a tumour's necrotic core is not an effusion). Contrast-filled blood is never lung field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.morphology import convex_hull_image
+
+from . import masks
+from .grid import Grid, bounding_box
+
+
+@dataclass
+class PleuralSpace:
+    """Coarse canonical masks per side: the lung field (aerated lung and the disease inside the lung envelope),
+    the pleural fluid, and the cavity they were looked for in."""
+
+    field: dict       # side -> lung field
+    effusion: dict    # side -> pleural fluid
+    cavity: dict      # side -> pleural cavity
+    notes: list = field(default_factory=list)
+
+    def added_ml(self, grid: Grid, lungs) -> dict:
+        """mL of non-aerated tissue each lung field holds beyond the aerated lung."""
+        return {s: float((self.field[s] & ~getattr(lungs, s)).sum() * grid.coarse_voxel_ml) for s in self.field}
+
+
+def slice_hull(mask2d: np.ndarray) -> np.ndarray:
+    """Convex hull of a 2D mask (the mask itself when it is a line or smaller)."""
+    box = bounding_box(mask2d)
+    out = np.zeros(mask2d.shape, bool)
+    if box is None or mask2d.sum() < 3:
+        return mask2d.copy()
+    try:
+        out[box] = convex_hull_image(mask2d[box])
+    except ValueError:  # collinear points: no area
+        out[box] = mask2d[box]
+    return out
+
+
+def _bones(skeleton, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """That side's ribs; and the vertebral bodies with the sternum (the cage's midline pillars)."""
+    ribs = np.zeros(skeleton.parts.shape, bool)
+    pillars = np.zeros(skeleton.parts.shape, bool)
+    for i, name in enumerate(skeleton.names, start=1):
+        if name.startswith(f"rib_{side}"):
+            ribs |= skeleton.parts == i
+        elif name.startswith("vertebrae") or name == "sternum":
+            pillars |= skeleton.parts == i
+    return ribs, pillars
+
+
+def rib_cortex(grid: Grid, lung: np.ndarray, pillars: np.ndarray, blood: np.ndarray, side: str,
+               midline_x: np.ndarray, params: dict) -> np.ndarray:
+    """Ribs by their cortex, whatever the bone labels say: pieces of cortical bone (block maximum above
+    ``cortex_hu``) on this side, away from the vertebral bodies and the sternum, that come within
+    ``rib_reach_mm`` of the lung somewhere. A rib runs on past a tumour or an effusion that keeps it from the
+    lung in some slices; the scapula and the arm bones never come that close."""
+    cortex = grid.coarse_max > params["cortex_hu"]
+    cortex &= ~ndi.binary_dilation(pillars | blood, iterations=2)
+    xs = np.arange(lung.shape[0])[:, None, None]
+    lateral = xs > midline_x[None, None, :] if side == "right" else xs < midline_x[None, None, :]
+    cortex &= lateral
+    if not cortex.any() or not lung.any():
+        return np.zeros(lung.shape, bool)
+    box = bounding_box(lung, pad=int(np.ceil(params["rib_reach_mm"] / grid.coarse_spacing.min())) + 1)
+    near = np.zeros(lung.shape, bool)
+    near[box] = ndi.distance_transform_edt(~lung[box], sampling=grid.coarse_spacing) <= params["rib_reach_mm"]
+    lab, n = masks.label(cortex, connectivity=3)
+    if n == 0:
+        return np.zeros(lung.shape, bool)
+    total = np.bincount(lab.ravel(), minlength=n + 1)
+    close = np.bincount(lab[near], minlength=n + 1)
+    keep = close >= params["rib_near_fraction"] * total
+    keep[0] = False
+    return keep[lab]
+
+
+def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.ndarray, keep_out: np.ndarray,
+                   midline_x: np.ndarray, params: dict, blood: np.ndarray | None = None) -> np.ndarray:
+    """The pleural cavity of one side (coarse): where that lung and what replaces or surrounds it can lie.
+
+    ``keep_out``: the mediastinal organs, bones and everything under the diaphragm; ``midline_x``: per slice the
+    coarse x of the midline (the vertebral column)."""
+    sx, sy, _ = grid.coarse_spacing
+    nx, ny, nz = lung.shape
+    ribs, pillars = _bones(skeleton, side)
+    ribs = ribs | rib_cortex(grid, lung, pillars, blood if blood is not None else np.zeros(lung.shape, bool), side,
+                             midline_x, params)
+    axis = skeleton.spine_axis
+    xs = np.arange(nx)[:, None]
+    ys = np.arange(ny)[None, :]
+    wall = max(1, int(round(params["chest_wall_mm"] / sx)))
+    band_mm = params["wall_band_mm"]
+    reach_mm = params["lung_hull_reach_mm"]
+    body_depth = params["vertebral_body_depth_mm"] / sy
+    cavity = np.zeros(lung.shape, bool)
+    lung_slices = lung.any(axis=(0, 1))
+    # the cavity is looked for only where this lung is in the slice or next to it (not above the apex)
+    near_lung_slice = ndi.binary_dilation(lung_slices, iterations=2)
+    for k in range(nz):
+        lung_k = lung[:, :, k]
+        ribs_k = ribs[:, :, k]
+        if not near_lung_slice[k]:
+            continue
+        parts = np.zeros((nx, ny), bool)
+        if ribs_k.sum() >= 3:
+            pill = pillars[:, :, k]
+            if axis is not None and np.isfinite(axis[k, 1]):  # the vertebral body, not the spinous process
+                pill = pill & (ys >= axis[k, 1] - body_depth)
+            hull = slice_hull(ribs_k | pill)
+            lateral = xs > midline_x[k] if side == "right" else xs < midline_x[k]
+            # the cage: the hull shrunk to the inside of the chest wall, within a band along the rib arc only
+            # (distance to the hull's outside on this side: the chord through the mediastinum does not count)
+            outside = ~hull & lateral
+            if outside.any():
+                near_arc = ndi.distance_transform_edt(~outside, sampling=(sx, sy)) <= band_mm + params["chest_wall_mm"]
+                parts |= ndi.binary_erosion(hull, iterations=wall) & near_arc & lateral
+        if lung_k.sum() >= 3:
+            # the lung wraps around what replaced it: its hull, within a short reach of the air
+            hull = slice_hull(lung_k)
+            near = ndi.distance_transform_edt(~lung_k, sampling=(sx, sy)) <= reach_mm
+            parts |= hull & near
+        cavity[:, :, k] = parts & body[:, :, k]
+    return (cavity & ~keep_out) | lung
+
+
+def sort_cavity(grid: Grid, lung: np.ndarray, cavity: np.ndarray, under: np.ndarray, contrast: bool,
+                params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(lung field, pleural fluid) of one side from its aerated lung and cavity."""
+    smooth = ndi.uniform_filter(grid.coarse, size=(3, 3, 1))
+    free = cavity & ~lung
+    fluid_lo, fluid_hi = params["fluid_hu"]
+    soft_hi = params["soft_hu_max_contrast"] if contrast else params["soft_hu_max"]
+    fluid = free & (smooth >= fluid_lo) & (smooth <= fluid_hi)
+    soft = free & (smooth > fluid_hi) & (smooth <= soft_hi)
+    glass = free & (smooth >= params["ground_glass_hu"][0]) & (smooth < params["ground_glass_hu"][1])
+    near_lung = ndi.binary_dilation(lung, iterations=1)
+    solid = np.zeros(lung.shape, bool)
+    box = bounding_box(soft, pad=2)
+    if box is not None:
+        # slivers of chest wall and vessel walls thinner than the ball fall away
+        solid[box] = ndi.binary_opening(soft[box], masks.ball(params["solid_open_mm"], grid.coarse_spacing))
+        solid = masks.keep_touching(solid, near_lung)
+    effusion = _effusion(grid, fluid, solid, lung, cavity, under, params)
+    # fluid-range voxels enclosed by soft tissue (a necrotic core) belong to the lesion around them
+    core = fluid & ~effusion
+    if core.any() and solid.any():
+        held = ndi.binary_dilation(solid, iterations=2) & core
+        solid |= masks.keep_touching(core, held)
+    field_ = lung | solid | (glass & near_lung)
+    return field_, effusion
+
+
+def _effusion(grid: Grid, fluid: np.ndarray, solid: np.ndarray, lung: np.ndarray, cavity: np.ndarray,
+              under: np.ndarray, params: dict) -> np.ndarray:
+    """Fluid collections in the dependent pleural space: pieces of fluid-range voxels (at least
+    ``effusion_min_ml``) that reach the lowest part of the cavity, lie behind the lung's middle and touch the
+    lung or the cavity's wall more than the soft tissue around them."""
+    out = np.zeros(fluid.shape, bool)
+    if not fluid.any() or not cavity.any():
+        return out
+    sx, sy, sz = grid.coarse_spacing
+    lab, n = masks.label(fluid)
+    if n == 0:
+        return out
+    sizes = masks.component_sizes(lab, n)
+    min_vox = params["effusion_min_ml"] / grid.coarse_voxel_ml
+    cav_z = np.flatnonzero(cavity.any(axis=(0, 1)))
+    lung_y = np.flatnonzero(lung.any(axis=(0, 2)))
+    y_mid = (lung_y[0] + lung_y[-1]) / 2.0 if lung_y.size else fluid.shape[1] / 2.0
+    reach = params["dependent_reach_mm"] / sz
+    beside_lung = ndi.binary_dilation(lung | solid, iterations=2)
+    wall = cavity & ~ndi.binary_erosion(cavity, iterations=1)
+    for i, box in enumerate(ndi.find_objects(lab), start=1):
+        if box is None or sizes[i] < min_vox:
+            continue
+        comp = lab[box] == i
+        pts = np.argwhere(comp) + [b.start for b in box]
+        if pts[:, 1].mean() > y_mid:
+            continue  # in front of the lung's middle: not dependent in a supine patient
+        if pts[:, 2].min() > cav_z[0] + reach:
+            continue  # fluid gathers in the lowest part of the pleural space first
+        if not beside_lung[box][comp].any():
+            continue  # pleural fluid lies against the lung
+        grown = ndi.binary_dilation(comp, iterations=1)
+        big = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(box, fluid.shape))
+        inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, big))
+        shell = np.zeros(tuple(g.stop - g.start for g in big), bool)
+        shell[inner] = grown
+        shell = ndi.binary_dilation(shell, iterations=1)
+        touch_lung_wall = int((shell & (lung[big] | wall[big] | ~cavity[big])).sum())
+        touch_solid = int((shell & solid[big]).sum())
+        if touch_solid > touch_lung_wall:
+            continue  # held by soft tissue: a lesion's core, not pleural fluid
+        out[box] |= comp
+    return out
+
+
+def _bone_and_marrow(grid: Grid, skeleton, params: dict) -> np.ndarray:
+    """The bones with the marrow their cortex encloses (slice by slice), and the vertebral bodies whole: marrow
+    (100-300 HU) has the attenuation of enhancing soft tissue and is never lung field."""
+    out = masks.fill_holes_axial(skeleton.bone)
+    axis = skeleton.spine_axis
+    if axis is None:
+        return out
+    sx, sy, _ = grid.coarse_spacing
+    nx, ny, _ = out.shape
+    xs = np.arange(nx)[:, None]
+    ys = np.arange(ny)[None, :]
+    half = params["vertebral_body_half_width_mm"] / sx
+    for k in np.flatnonzero(np.isfinite(axis[:, 0])):
+        x0, y_front, y_back = axis[k]
+        out[:, :, k] |= (np.abs(xs - x0) <= half) & (ys <= y_front + 1) & (ys >= y_back)
+    return out
+
+
+def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.ndarray, under: np.ndarray,
+                   contrast: bool, blood: np.ndarray, params: dict) -> PleuralSpace:
+    """Both sides' cavities, lung fields and pleural fluid. ``organs``: mediastinal organs (heart, aorta,
+    oesophagus, airways); ``under``: below the diaphragm; ``blood``: contrast-filled blood (never lung field)."""
+    nx = lungs.left.shape[0]
+    axis = skeleton.spine_axis
+    if axis is not None and np.isfinite(axis[:, 0]).any():
+        midline = np.where(np.isfinite(axis[:, 0]), axis[:, 0], np.nanmedian(axis[:, 0]))
+    else:
+        both = lungs.left | lungs.right
+        xs = np.flatnonzero(both.any(axis=(1, 2)))
+        midline = np.full(both.shape[2], (xs[0] + xs[-1]) / 2.0 if xs.size else nx / 2.0)
+    keep_out = organs | _bone_and_marrow(grid, skeleton, params) | under | blood
+    cavity, field_, effusion = {}, {}, {}
+    for side in ("left", "right"):
+        lung = getattr(lungs, side)
+        cavity[side] = pleural_cavity(grid, lung, skeleton, side, body, keep_out, midline, params, blood)
+    # a voxel both cavities claim goes to the nearer lung
+    both = cavity["left"] & cavity["right"]
+    if both.any():
+        dl = ndi.distance_transform_edt(~lungs.left, sampling=grid.coarse_spacing)
+        dr = ndi.distance_transform_edt(~lungs.right, sampling=grid.coarse_spacing)
+        cavity["left"] &= ~(both & (dr < dl))
+        cavity["right"] &= ~(both & (dl <= dr))
+    for side in ("left", "right"):
+        field_[side], effusion[side] = sort_cavity(grid, getattr(lungs, side), cavity[side], under, contrast,
+                                                   params)
+    notes = []
+    added = {s: float((field_[s] & ~getattr(lungs, s)).sum() * grid.coarse_voxel_ml) for s in field_}
+    for s, ml in added.items():
+        if ml >= params["note_min_ml"]:
+            notes.append(f"{s} lung field holds {ml:.0f} mL of non-aerated tissue (mass, consolidation or "
+                         "atelectasis) inside the lung envelope")
+    return PleuralSpace(field_, effusion, cavity, notes)
