@@ -37,8 +37,6 @@ TOUCH_GROUPS = {
     "diaphragm": ("abdominal_cavity", "liver", "spleen", "stomach", "kidney_left", "kidney_right"),
 }
 RIB_OR_SPINE = ("rib_", "vertebrae_")
-TOUCH_PHRASES = {"mediastinum": "abutting the mediastinum", "hilum": "at the hilum",
-                 "chest wall": "pleural-based, against the chest wall", "diaphragm": "resting on the diaphragm"}
 
 
 def find_masses(hu: np.ndarray, lung: np.ndarray, affine, params: dict, cancel=None) -> list[Lesion]:
@@ -141,3 +139,4 @@ def _compact(pieces, spacing, p: dict, voxel_ml: float, cancel=None):
                 sub = tuple(slice(a.start + o.start + s.start, a.start + o.start + s.stop)
                             for a, o, s in zip(at, obox, sl, strict=True))
                 todo.append((comps[sl] == i, sub, level + 1))
+

@@ -221,7 +221,9 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
 
     # --- lesion candidates --------------------------------------------------------------------------
     if lesions:
-        _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects)
+        # a segmenter that looked for pleural fluid (and labels what it found) is trusted when it found none
+        fluid_segmented = "pleural_fluid_ml" in (labelmap.meta or {})
+        _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects, fluid_segmented)
     # what the data can support: coverage of each lung and the segmentation's quality checks
     out.meta["coverage"] = coverage(arr, index_of, affine, si)
     out.meta["quality_checks"] = quality_checks(
@@ -337,7 +339,8 @@ def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine, 
     return c
 
 
-def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects=None) -> None:
+def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects=None,
+             fluid_segmented: bool = False) -> None:
     params = detection_params()
     si = axes.si[0]
     lung_names = [n for n in index_of if n in class_group("lungs") or n in class_group("lung_lesions")]
@@ -363,9 +366,8 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
     masses = find_masses(hu, lung, affine, params, cancel=cancel)
     nodules = [les for les in find_nodules(hu, lung, affine, si, params, cancel=cancel, allowed=allowed)
                if not any(_inside(les, m) for m in masses)]  # a nodule candidate inside a mass is part of it
-    found = []
-    for les in masses + nodules:
-        search = "mass search" if les.kind == "mass" else "nodule search"
+    def describe(les, search: str) -> bool:
+        """Fill in the lesion's attributes; False (and recorded as unreported) below the reporting confidence."""
         describe_nodule(les, hu, affine, si, params, mass_min, lung)
         a = les.attributes
         a["bbox_index"] = [[lo + s.start, hi + s.start] for (lo, hi), s in zip(a["bbox_index"], les.crop, strict=True)]
@@ -386,16 +388,32 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         a["distance_to_hilar_vessels_mm"] = distance_to(les, hilar, affine)
         if a["distance_to_hilar_vessels_mm"] <= params["hilar_distance_mm"] and a["max_diameter_mm"] < mass_min:
             les.confidence = round(les.confidence * 0.4, 3)
+        # The pulmonary arteries and veins at the lung root are as thick as a small mass and, without contrast,
+        # as dense; next to the mediastinum, close to the midline, lie the great veins and the nodes (the
+        # superior vena cava, the azygos arch). A candidate there is reported only when larger than any of them
+        # (what is not reported stays unexplained tissue, so no absence is claimed on that side either).
+        mp = params["masses"]
+        hilar_lump = "hilum" in a["touches"] and a["max_diameter_mm"] < mp["hilar_mass_min_mm"]
+        central = "mediastinum" in a["touches"] and abs(a["centroid_ras"][0] - frame.midline_x) < mp[
+            "mediastinal_reach_mm"] and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"]
+        if hilar_lump or central:
+            les.confidence = round(les.confidence * 0.4, 3)
         if les.confidence < params["min_report_confidence"]:
             out.meta.setdefault("unreported_candidates", []).append(
                 {"kind": les.kind, "centroid_ras": a["centroid_ras"], "max_diameter_mm": a["max_diameter_mm"],
-                 "confidence": les.confidence, "distance_to_hilar_vessels_mm": a["distance_to_hilar_vessels_mm"]})
-            continue
-        found.append(les)
+                 "confidence": les.confidence, "distance_to_hilar_vessels_mm": a["distance_to_hilar_vessels_mm"],
+                 "touches": a["touches"]})
+            return False
+        return True
+
+    found = [les for les in masses if describe(les, "mass search")]
+    found += [les for les in nodules if describe(les, "nodule search")]
     cage = [i for n, i in index_of.items() if n in class_group("chest_wall_bones") or n in class_group("vertebrae")]
     if "pleural_effusion" in index_of:  # the segmenter found the fluid: measure what it found, side by side
         effusions = effusions_from_label(arr, index_of["pleural_effusion"], affine, frame.midline_x,
                                          crops["pleural_effusion"] if crops else None)
+    elif fluid_segmented:
+        effusions = []
     else:
         effusions = find_pleural_effusions(hu, arr, lung, free, affine, axes.ap, params, cancel=cancel, cage=cage,
                                            si_axis=si)

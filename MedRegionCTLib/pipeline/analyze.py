@@ -116,6 +116,13 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 
+    from ..segment import known_limits
+
+    meta = measurements.meta or {}
+    scope = {"coverage": meta.get("coverage", {}), "quality_checks": meta.get("quality_checks", {}),
+             "limitations": known_limits(segmenter_name)}
+    if (labelmap.meta or {}).get("lobes"):
+        scope["lobes"] = labelmap.meta["lobes"]
     provenance = Provenance(
         segmenter=segmenter_name, reporter=engine.name, schema=schema.name, versions=_versions(),
         settings={"lesions": lesions, "segmenter_options": dict(segmenter_options or {}),
@@ -123,7 +130,7 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
         timings_s={k: round(v, 3) for k, v in timings.items()},
         input={"source": source, "shape": list(volume.shape), "spacing_mm": [float(s) for s in volume.spacing],
                "orientation": volume.orientation},
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), scope=scope)
     report = Report(regions=region_reports, provenance=provenance,
                     impression=[s.text for r in region_reports for s in r.sentences if s.findings])
     steps.advance("report written")

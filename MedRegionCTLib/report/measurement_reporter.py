@@ -31,11 +31,24 @@ import numpy as np
 from ..anatomy import patient_axes
 from ..data import load_json
 from ..errors import InputError, MedRegionCTError
+from ..measure.assessability import assessable
 from ..measure.clinical import thresholds as clinical_thresholds
 from ..measure.lesions import detection_params
 from ..measure.position import LOBE_WORDS
 from ..progress import Steps, check_cancel
-from .document import ASSESSED, NOT_ASSESSED, OUTSIDE_FIELD_OF_VIEW, Evidence, Finding, RegionReport, Sentence
+from .document import (
+    ASSESSED,
+    FINDING_SENTENCE,
+    LIMITATION_SENTENCE,
+    MEASUREMENT_SENTENCE,
+    NEGATIVE_SENTENCE,
+    NOT_ASSESSED,
+    OUTSIDE_FIELD_OF_VIEW,
+    Evidence,
+    Finding,
+    RegionReport,
+    Sentence,
+)
 from .labeler import check_consistency, label_report
 from .reporter import ReportCase
 
@@ -257,10 +270,49 @@ class _Writer:
         self.next_id += 1
         return f
 
-    def item(self, text: str, masks, paths, findings=()) -> _Item:
+    def item(self, text: str, masks, paths, findings=(), kind: str = "") -> _Item:
         findings = list(findings)
+        kind = kind or (FINDING_SENTENCE if findings else MEASUREMENT_SENTENCE)
         return _Item(Sentence(_cap(text), Evidence(masks=list(masks), measurements=list(paths)),
-                              [f.id for f in findings]), findings, bool(findings))
+                              [f.id for f in findings], kind), findings, bool(findings))
+
+    # -- what the data can support -------------------------------------------------------------------------
+    def assessable(self, side: str) -> tuple[bool, str]:
+        """Whether a negative statement about ``side``'s lung or pleural space is supported (whole side in view,
+        quality checks passed; :func:`measure.assessability.assessable`), and if not, why."""
+        return assessable(self.m.meta or {}, side)
+
+    def absence(self, ph: dict, key: str, paths: list, negative, limitation_side, limitation_both):
+        """The absence sentence(s) of a lung topic: one negative for both lungs when both are assessable, else a
+        negative for the side that is and a limitation (what could not be assessed, and why) for the other."""
+        ok = {s: self.assessable(s) for s in ("right", "left")}
+        if all(v[0] for v in ok.values()):
+            yield self.item(negative(None), [f"region:{key}"], paths, kind=NEGATIVE_SENTENCE)
+            return
+        if not any(v[0] for v in ok.values()) and ok["right"][1] == ok["left"][1]:
+            yield self.item(limitation_both(ok["right"][1]), [f"region:{key}"], paths, kind=LIMITATION_SENTENCE)
+            return
+        for side in ("right", "left"):
+            if ok[side][0]:
+                yield self.item(negative(side), [f"region:{key}"], paths, kind=NEGATIVE_SENTENCE)
+            else:
+                yield self.item(limitation_side(side, ok[side][1]), [f"region:{key}"], paths,
+                                kind=LIMITATION_SENTENCE)
+
+    def lesion_provenance(self, les: dict) -> list[str]:
+        """How a lung lesion was found and placed, where that limits it (the lobe of a zone model)."""
+        words = self.table["provenance_phrases"]
+        out = []
+        method = ((self.case.labelmap.meta or {}) if self.case.labelmap is not None else {}).get("lobes")
+        if les.get("lobe") and method == "zones":
+            out.append(words["lobe_by_zones"])
+        elif les.get("lobe") and method == "fissures+zones":
+            out.append(words["lobe_partly_zones"])
+        if les.get("found_by"):
+            out.append(words["found_by"].format(search=les["found_by"]))
+        if les.get("told_from_consolidation"):
+            out.append(words["told_apart"].format(how=les["told_from_consolidation"]))
+        return out
 
     def clinical(self, name: str) -> dict:
         return (self.m.clinical or {}).get(name) or {}
@@ -349,19 +401,30 @@ def _nodules(w: _Writer, ph: dict, key: str):
         for k in ("hu_mean", "solid_fraction", "distance_to_hilar_vessels_mm"):
             if _f(les.get(k)) is not None:
                 values[k] = round(float(les[k]), 3)
+        for k in ("touches", "told_from_consolidation", "found_by"):
+            if les.get(k):
+                values[k] = les[k]
         evidence = Evidence(masks=[f"lesion:{les['id']}"], measurements=[f"lesions/{index}"])
         f = w.finding(kind=les["kind"], location=location, side=side, size=size, values=values,
-                      confidence=float(les.get("confidence", 1.0)), evidence=evidence)
-        text = ph[les["kind"]].format(subtype=ph["subtypes"].get(subtype, ""), diameter_mm=_num(les["max_diameter_mm"]),
-                                      volume_ml=_num(les["volume_ml"], 2 if les["volume_ml"] < 1 else 1),
-                                      location=location)
+                      confidence=float(les.get("confidence", 1.0)), evidence=evidence,
+                      provenance=w.lesion_provenance(les))
+        touches = [w.words["touches"][t] for t in les.get("touches") or [] if t in w.words["touches"]]
+        text = ph[les["kind"]].format(
+            subtype=ph["subtypes"].get(subtype, ""), diameter_mm=_num(les["max_diameter_mm"]),
+            volume_ml=_num(les["volume_ml"], 2 if les["volume_ml"] < 1 else 1), location=location,
+            long_mm=_num(les.get("axial_long_axis_mm") or les["max_diameter_mm"]),
+            short_mm=_num(les.get("axial_short_axis_mm") or les["max_diameter_mm"]),
+            touches=ph["touches"].format(touches=_join(touches)) if touches else "")
         yield w.item(text, evidence.masks + [f"region:{key}"], evidence.measurements, [f])
     spacing = np.asarray(w.case.volume.spacing, dtype=float)
     params = detection_params()
     # the smallest nodule the search can find on this grid (measure.lesions.find_nodules)
     min_mm = 2.0 * max(params["min_nodule_diameter_mm"] / 2.0, params["min_radius_voxels"] * float(spacing.max()))
-    text = ph["no_other" if lesions else "none"].format(min_mm=f"{min_mm:g}" if min_mm == int(min_mm) else _num(min_mm))
-    yield w.item(text, [f"region:{key}"], ["lesions"])
+    min_text = f"{min_mm:g}" if min_mm == int(min_mm) else _num(min_mm)
+    yield from w.absence(ph, key, ["lesions"], lambda side: ph[("no_other" if lesions else "none") + (
+        "_side" if side else "")].format(min_mm=min_text, side=side),
+        lambda side, reason: ph["cannot_exclude_side"].format(side=side, reason=reason),
+        lambda reason: ph["cannot_exclude_both"].format(reason=reason))
 
 
 def _emphysema(w: _Writer, ph: dict, key: str):
@@ -379,11 +442,18 @@ def _emphysema(w: _Writer, ph: dict, key: str):
     else:
         affected, abnormal = [], bool(m.get("abnormal"))
     if not abnormal:
-        if lobes:
+        blocked = [f"{s} lung: {why}" for s, (ok, why) in ((s, w.assessable(s)) for s in ("right", "left")) if not ok]
+        if blocked:  # the LAA% of the lung in view is a measurement, not an absence
+            reason = "; ".join(blocked)
+            text = ph["measured_only"].format(percent=_num(value), max_percent=_num(max(lobes.values())),
+                                              reason=reason) if lobes else \
+                ph["measured_only_whole"].format(percent=_num(value), reason=reason)
+            yield w.item(text, lung_masks, [path], kind=LIMITATION_SENTENCE)
+        elif lobes:
             yield w.item(ph["absent_lobes"].format(percent=_num(value), max_percent=_num(max(lobes.values()))),
-                         lung_masks, [path])
+                         lung_masks, [path], kind=NEGATIVE_SENTENCE)
         else:
-            yield w.item(ph["absent"].format(percent=_num(value)), lung_masks, [path])
+            yield w.item(ph["absent"].format(percent=_num(value)), lung_masks, [path], kind=NEGATIVE_SENTENCE)
         return
     right, left = _f(m.get("right")), _f(m.get("left"))
     values = {"laa_950_percent": round(value, 2), "threshold_percent": threshold}
@@ -443,7 +513,8 @@ def _consolidation(w: _Writer, ph: dict, key: str):
                 values[k] = round(float(les[k]), 3)
         evidence = Evidence(masks=[f"lesion:{les['id']}"], measurements=[f"lesions/{index}"])
         f = w.finding(kind="consolidation", location=location, side=side, size=size, values=values,
-                      confidence=float(les.get("confidence", 1.0)), evidence=evidence)
+                      confidence=float(les.get("confidence", 1.0)), evidence=evidence,
+                      provenance=w.lesion_provenance(les))
         text = ph["present"].format(volume_ml=_num(les["volume_ml"], 0), location=location,
                                     signs=ph["air_bronchograms"] if les.get("air_bronchograms") else "")
         yield w.item(text, evidence.masks + [f"region:{key}"], evidence.measurements, [f])
@@ -506,11 +577,19 @@ def _pleural_effusion(w: _Writer, ph: dict, key: str):
         template = ph["present_bilateral"] if side == "bilateral" else ph["present"]
         yield w.item(template.format(side=side, volume_ml=_num(p["volume"], 0)), masks + [f"region:{key}"], paths, [f])
     paths = (["clinical/pleural_effusion_volume_ml"] if seg else []) + (["lesions"] if searched else [])
-    if not present:
-        yield w.item(ph["absent"], [f"region:{key}"], paths)
-    elif len(present) == 1 and present[0] != "bilateral":
-        other = "left" if present[0] == "right" else "right"
-        yield w.item(ph["absent_side"].format(side=other), [f"region:{key}"], paths)
+    if "bilateral" in present:
+        return
+    unseen = [s for s in ("right", "left") if s not in present]
+    ok = {s: w.assessable(s) for s in unseen}
+    if len(unseen) == 2 and all(v[0] for v in ok.values()):
+        yield w.item(ph["absent"], [f"region:{key}"], paths, kind=NEGATIVE_SENTENCE)
+        return
+    for side in unseen:
+        if ok[side][0]:
+            yield w.item(ph["absent_side"].format(side=side), [f"region:{key}"], paths, kind=NEGATIVE_SENTENCE)
+        else:
+            yield w.item(ph["cannot_exclude_side"].format(side=side, reason=ok[side][1]), [f"region:{key}"], paths,
+                         kind=LIMITATION_SENTENCE)
 
 
 def _effusion_sides(measurements, min_conf: float) -> dict[str, dict]:

@@ -73,3 +73,14 @@ def get_segmenter(method: str = "builtin", **options) -> Segmenter:
 
 
 __all__ = ["METHODS", "Segmenter", "get_segmenter"]
+
+
+def known_limits(segmenter: str) -> list[str]:
+    """What a segmenter is known not to do well (``data/segmenter_limits.json``), for the report header: by
+    method name ("builtin", "totalsegmentator"), anything else counting as a label map given by the user."""
+    from ..data import load_json
+
+    table = load_json("segmenter_limits.json")
+    name = str(segmenter).strip().lower()
+    key = _ALIASES.get(name, "labels" if name not in table else name)
+    return list(table.get(key, table["labels"]))

@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         for row in rows:
             extra = {k: v for k, v in row.items() if k not in ("finding", "status", "required")}
             print(f"  {row['status']:7s} {row['finding']}  {json.dumps(extra)}")
-            if row.get("required", True) or row["status"] in ("false", "wrong"):
+            if row.get("required", True):
                 totals[row["status"]] = totals.get(row["status"], 0) + 1
         others = [les for les in result["lesions"] if les["kind"] in LESION_KINDS and not any(
             match_tumour(t, [les]) for t in case.get("tumours", []))]

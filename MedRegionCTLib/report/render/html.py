@@ -13,7 +13,7 @@ import numpy as np
 
 from ..document import Finding, RegionReport, Report
 from .key_images import KeyImage, KeyImageMaker, Overlay, window_for
-from .markdown import FINDINGS_HEADER, STATUS_TEXT, findings_rows, provenance_line
+from .markdown import FINDINGS_HEADER, STATUS_TEXT, findings_rows, provenance_line, scope_lines
 from .units import measurement_part, measurement_rows, region_headline
 
 DEFAULT_COLOR = (255, 128, 0)
@@ -232,6 +232,10 @@ def to_html(report: Report, volume=None, regions=None, measurements=None, *, lab
         nav.append(f'<a href="#region-{_slug(region.key)}"><span class="dot" style="background:rgb{tuple(color)}">'
                    f"</span>{escape(region.name)}{' &#9888;' if region.findings else ''}</a>")
     out.append(f"<nav>{''.join(nav)}</nav>")
+    scope = scope_lines(report)
+    if scope:
+        out.append('<section id="scope"><h2>Scope and limits</h2><ul>'
+                   + "".join(f"<li>{escape(line)}</li>" for line in scope) + "</ul></section>")
     items = ("".join(f"<li>{escape(i)}</li>" for i in report.impression)
              or "<li>No abnormal finding was identified.</li>")
     out.append(f'<section id="impression"><h2>Impression</h2><ul>{items}</ul></section>')

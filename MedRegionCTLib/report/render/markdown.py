@@ -29,6 +29,31 @@ def provenance_line(report: Report) -> str:
     return " · ".join(parts) or "provenance not recorded"
 
 
+def scope_lines(report: Report) -> list[str]:
+    """What the chain knows about the scan and its own limits (``provenance.scope``), one line each: how the
+    segmenter was chosen, what each lung's coverage allows, the quality checks that failed, the segmenter's
+    known limits."""
+    scope = report.provenance.scope or {}
+    lines = []
+    seg = scope.get("segmentation") or {}
+    if seg.get("reason"):
+        lines.append(f"Segmentation: {seg.get('engine', report.provenance.segmenter)} ({seg['reason']})")
+    if scope.get("chest_ct") is False:
+        lines.append("This does not look like a chest CT: lung and pleura statements are left out.")
+    for side, cover in (scope.get("coverage") or {}).items():
+        if not cover.get("complete", True):
+            lines.append(f"The {side} lung is not wholly in the field of view: {cover.get('reason', '')}.")
+    for name, check in (scope.get("quality_checks") or {}).items():
+        if not check.get("passed", True):
+            lines.append(f"Quality check '{name.replace('_', ' ')}' failed: {check.get('reason', '')}.")
+    if scope.get("lobes") in ("zones", "fissures+zones"):
+        lines.append("Lobes: " + ("geometric zones (no fissure found)" if scope["lobes"] == "zones" else
+                                  "fissures where found, geometric zones elsewhere") + ".")
+    lines += [f"Known limit of the segmenter: {item}." for item in scope.get("limitations") or []]
+    lines += [f"Note: {item}" for item in scope.get("notes") or []]
+    return lines
+
+
 def _cell(text) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
@@ -44,17 +69,22 @@ def findings_rows(report: Report) -> list[list[str]]:
     for region in report.regions:
         for f in region.findings:
             rows.append([str(f.id), region.name, f.kind.replace("_", " "), f.label or "—", f.location or "—",
-                         f.side or "—", size_text(f.size) or "—", f"{float(f.confidence):.2f}"])
+                         f.side or "—", size_text(f.size) or "—", f"{float(f.confidence):.2f}",
+                         "; ".join(f.provenance) or "—"])
     return rows
 
 
-FINDINGS_HEADER = ["#", "Region", "Kind", "CT-RATE label", "Location", "Side", "Size", "Confidence"]
+FINDINGS_HEADER = ["#", "Region", "Kind", "CT-RATE label", "Location", "Side", "Size", "Confidence", "How derived"]
 
 
 def to_markdown(report: Report, measurements=None, title: str = "Chest CT report, region by region") -> str:
     """The report as Markdown. ``measurements`` (``measure.Measurements`` or its JSON) supplies each region's
     volume and attenuation where the report carries no headline numbers of its own."""
-    lines = [f"# {title}", "", f"_{provenance_line(report)}_", "", "## Impression", ""]
+    lines = [f"# {title}", "", f"_{provenance_line(report)}_", ""]
+    scope = scope_lines(report)
+    if scope:
+        lines += ["## Scope and limits", ""] + [f"- {item}" for item in scope] + [""]
+    lines += ["## Impression", ""]
     lines += [f"- {item}" for item in report.impression] or ["No abnormal finding was identified."]
     for region in report.regions:
         lines += ["", f"## {region.name}", "", f"**Status:** {STATUS_TEXT.get(region.status, region.status)}", ""]

@@ -4,7 +4,8 @@ heart and out to the body wall. Everything in the body below it is abdomen.
 
 A mass resting on the diaphragm lifts the lung's floor above it, and has the attenuation of an organ: floors
 lifted well above a smooth dome (a quadratic surface fitted to each side's floors, refitted without them) are
-left out, so the mass stays in the chest."""
+left out, so the mass stays in the chest. Consolidated or collapsed lung at the base lifts the floor too; it
+keeps air in its bronchi, so a floor with air bubbles under it is left out as well."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
         & (hu_under < params["organ_hu_max"])
     lung_z = np.flatnonzero(lungs.any(axis=(0, 1)))
     ok &= zs <= lung_z[0] + 0.6 * (lung_z[-1] - lung_z[0])  # the lower part of the lungs
+    if np.isfinite(params.get("dome_outlier_mm", np.inf)):
+        # airless lung (consolidation, collapse) still holds air in its bronchi: a floor with air bubbles under
+        # it rests on diseased lung, not on the diaphragm (kept when that would leave too few floors: bowel gas)
+        bubbly = _air_below(grid, xs, ys, zs, params["air_below_mm"], params["air_below_hu"])
+        if (ok & ~bubbly).sum() >= 0.5 * ok.sum():
+            ok &= ~bubbly
     xs, ys, zs = xs[ok], ys[ok], zs[ok].astype(np.float64) - 0.5
     keep = _on_dome(grid, xs, ys, zs, params.get("dome_outlier_mm", np.inf))
     xs, ys, zs = xs[keep], ys[keep], zs[keep]
@@ -60,6 +67,18 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     surf = ndi.gaussian_filter(surf, 6.0 / grid.coarse_spacing[:2])
     # (no clamping to the lung floor: a lung floor lifted by an effusion is not the diaphragm)
     return np.clip(surf, -1, nz)
+
+
+def _air_below(grid: Grid, xs, ys, zs, reach_mm: float, air_hu: float) -> np.ndarray:
+    """Whether the column under each floor point holds air (below ``air_hu``) within ``reach_mm``, past the
+    voxel just under the floor."""
+    steps = max(2, int(round(reach_mm / grid.coarse_spacing[2])))
+    out = np.zeros(xs.size, bool)
+    for d in range(2, steps + 1):
+        k = zs - d
+        inside = k >= 0
+        out[inside] |= grid.coarse[xs[inside], ys[inside], k[inside]] < air_hu
+    return out
 
 
 def _on_dome(grid: Grid, xs, ys, zs, outlier_mm: float) -> np.ndarray:

@@ -94,7 +94,7 @@ def paint_lungs(paint: Painter, grid: Grid, found, p: dict) -> None:
             return (smooth > lo) & (smooth < hi)
 
         if fluid.any():
-            fine, m = grid.refine_fast(fluid, fluid_edge, grow=1)
+            fine, m = grid.refine_fast(fluid, fluid_edge, grow=int(p["pleural_space"]["fluid_edge_grow_voxels"]))
             paint.paint("pleural_effusion", fine, m, only_where=paint.only("body_trunc", "mediastinum",
                                                                              "lung_pleural"))
     for side, (fine, m) in lung_fine.items():

@@ -189,7 +189,8 @@ def _effusion(grid: Grid, fluid: np.ndarray, solid: np.ndarray, lung: np.ndarray
     cav_z = np.flatnonzero(cavity.any(axis=(0, 1)))
     lung_y = np.flatnonzero(lung.any(axis=(0, 2)))
     y_mid = (lung_y[0] + lung_y[-1]) / 2.0 if lung_y.size else fluid.shape[1] / 2.0
-    reach = params["dependent_reach_mm"] / sz
+    field_z = np.flatnonzero((lung | solid).any(axis=(0, 1)))
+    low_half = (field_z[0] + field_z[-1]) / 2.0 if field_z.size else cav_z[-1]
     beside_lung = ndi.binary_dilation(lung | solid, iterations=2)
     wall = cavity & ~ndi.binary_erosion(cavity, iterations=1)
     for i, box in enumerate(ndi.find_objects(lab), start=1):
@@ -199,8 +200,8 @@ def _effusion(grid: Grid, fluid: np.ndarray, solid: np.ndarray, lung: np.ndarray
         pts = np.argwhere(comp) + [b.start for b in box]
         if pts[:, 1].mean() > y_mid:
             continue  # in front of the lung's middle: not dependent in a supine patient
-        if pts[:, 2].min() > cav_z[0] + reach:
-            continue  # fluid gathers in the lowest part of the pleural space first
+        if pts[:, 2].min() > low_half:
+            continue  # free fluid runs down to the base: a collection confined to the upper half is something else
         if not beside_lung[box][comp].any():
             continue  # pleural fluid lies against the lung
         grown = ndi.binary_dilation(comp, iterations=1)
@@ -214,6 +215,37 @@ def _effusion(grid: Grid, fluid: np.ndarray, solid: np.ndarray, lung: np.ndarray
         if touch_solid > touch_lung_wall:
             continue  # held by soft tissue: a lesion's core, not pleural fluid
         out[box] |= comp
+    return out
+
+
+def _pillars(skeleton) -> np.ndarray:
+    """The vertebrae and the sternum."""
+    out = np.zeros(skeleton.parts.shape, bool)
+    for i, name in enumerate(skeleton.names, start=1):
+        if name.startswith("vertebrae") or name == "sternum":
+            out |= skeleton.parts == i
+    return out
+
+
+def _central_mediastinum(grid: Grid, organs: np.ndarray, pillars: np.ndarray, axis, params: dict) -> np.ndarray:
+    """Per slice the convex hull of the mediastinal organs found and the front of the spine and the sternum,
+    grown by ``mediastinum_margin_mm`` but not behind the front of the vertebral bodies: the great veins, lymph
+    nodes and vessel roots lie there, and nothing that belongs to a lung. (A lung's own hull reaches into this
+    space where the lung wraps around the mediastinum; the paravertebral gutters, where tumours and fluid lie,
+    stay open.)"""
+    out = np.zeros(organs.shape, bool)
+    grow = params["mediastinum_margin_mm"]
+    sx, sy, _ = grid.coarse_spacing
+    ny = organs.shape[1]
+    for k in np.flatnonzero((organs | pillars).any(axis=(0, 1))):
+        front = axis[k, 1] if axis is not None and np.isfinite(axis[k, 1]) else -1
+        ahead = np.arange(ny)[None, :] >= front
+        core = organs[:, :, k] | (pillars[:, :, k] & ahead)
+        if core.sum() < 3:
+            continue
+        hull = slice_hull(core)
+        box = bounding_box(hull, pad=int(np.ceil(grow / min(sx, sy))) + 1)
+        out[box + (k,)] = (ndi.distance_transform_edt(~hull[box], sampling=(sx, sy)) <= grow) & ahead[0, box[1]][None]
     return out
 
 
@@ -247,7 +279,10 @@ def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.nda
         both = lungs.left | lungs.right
         xs = np.flatnonzero(both.any(axis=(1, 2)))
         midline = np.full(both.shape[2], (xs[0] + xs[-1]) / 2.0 if xs.size else nx / 2.0)
-    keep_out = organs | _bone_and_marrow(grid, skeleton, params) | under | blood
+    bone = _bone_and_marrow(grid, skeleton, params)
+    keep_out = organs | bone | under | blood
+    if params["mediastinum_margin_mm"] >= 0:
+        keep_out |= _central_mediastinum(grid, organs, _pillars(skeleton), axis, params)
     cavity, field_, effusion = {}, {}, {}
     for side in ("left", "right"):
         lung = getattr(lungs, side)

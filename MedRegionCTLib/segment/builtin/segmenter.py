@@ -14,11 +14,12 @@ from scipy import ndimage as ndi
 from ...data import load_json
 from ...progress import ProgressCallback, Steps
 from ...volume import LabelMap, Volume
+from . import masks
 from .airways import Airways, find_airways
 from .body import Body, find_body, split_arms
 from .bones import Skeleton, find_bone, spine_axis, split_skeleton
 from .diaphragm import below, diaphragm_height
-from .grid import Grid
+from .grid import Grid, bounding_box
 from .lobes import LobeModel, bases_model, fissure_model, zone_model
 from .lungs import Lungs, find_lungs
 from .mediastinum import Mediastinum, contrast_blood, find_mediastinum, redo_heart
@@ -173,6 +174,7 @@ class BuiltinSegmenter:
             height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"])
             under = below(height, grid.coarse_shape)
         notes += med.notes
+        med.heart = heart_body(grid, med.heart, p["mediastinum"])
         pleural = None
         if chest:
             organs = med.heart | med.aorta | med.esophagus | ndi.binary_dilation(air.tree, iterations=1)
@@ -192,6 +194,34 @@ class BuiltinSegmenter:
             lobes = zone_model(grid, lungs.left, lungs.right, air.carina)
             lobes = fissure_model(grid, lungs.left, lungs.right, lobes, p["fissures"])
         return Found(body, air, lungs, chest, blood, skeleton, med, thyroid, breasts, abdomen, lobes, pleural, notes)
+
+
+def heart_body(grid: Grid, heart: np.ndarray, params: dict) -> np.ndarray:
+    """The heart without a mass it swallowed: the heart is one compact body about 10 cm across; a tumour at the
+    hilum joins it through the narrow roots of the great vessels. An opening with a ball of ``heart_body_mm``
+    (on distance transforms) parts them; the largest piece is the heart, and its rim within ``heart_rim_mm``
+    (atrial appendage, vessel roots, the apex) is given back."""
+    box = bounding_box(heart, pad=2)
+    if box is None:
+        return heart
+    sub = heart[box]
+    sp = grid.coarse_spacing
+    r = params["heart_body_mm"]
+    core = ndi.distance_transform_edt(sub, sampling=sp) >= r
+    if not core.any():
+        return heart
+    body = ndi.distance_transform_edt(~core, sampling=sp) <= r
+    body = masks.largest_component(body & sub)
+    keep = masks.keep_touching(sub & (ndi.distance_transform_edt(~body, sampling=sp) <= params["heart_rim_mm"]), body)
+    # only a large piece is something else (a mass); the apex, an appendage or a vessel root stays heart
+    rest, n = masks.label(sub & ~keep)
+    if n:
+        small = masks.component_sizes(rest, n) * grid.coarse_voxel_ml < params["heart_release_min_ml"]
+        small[0] = False
+        keep |= small[rest]
+    out = np.zeros(heart.shape, bool)
+    out[box] = keep
+    return out
 
 
 def _heart_fence(heart: np.ndarray) -> np.ndarray:
