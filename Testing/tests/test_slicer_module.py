@@ -309,6 +309,37 @@ def test_report_panel_links_lead_to_their_region():
     assert "(outside field of view)" in html and "<h3>Impression</h3>" in html
 
 
+def test_report_panel_shows_the_scope_header_and_contradictions():
+    """The panel says which segmentation engine ran and why, what the scope header holds, and every statement the
+    measurements contradict (report format v2)."""
+    from MedRegionCTLib.report.document import Contradiction
+    from MedRegionCTLib.slicer_mrml.support import scope_lines
+
+    report = _report()
+    report.provenance.segmenter = "builtin"
+    report.provenance.scope = {
+        "segmentation": {"engine": "built-in segmenter", "requested": "auto",
+                         "reason": "TotalSegmentator cannot run here (not installed)"},
+        "chest_ct": True, "notes": ["slices 5 mm thick"], "quality_checks": {"lungs_found": True},
+        "coverage": {"lung_apices": "cut"}, "limitations": ["lobes placed by geometric zones"]}
+    report.contradictions = [Contradiction(region="lung", sentence=0, text="No nodule is seen.",
+                                           claim="nodule absent", measured="nodule 8.0 mm, right upper lobe")]
+    lines = scope_lines(report)
+    assert lines[0] == ("Segmentation", "built-in segmenter: TotalSegmentator cannot run here (not installed)")
+    assert ("Chest CT", "yes") in lines and ("Notes", "slices 5 mm thick") in lines
+    assert ("Quality checks", "lungs found: yes") in lines and ("Coverage", "lung apices: cut") in lines
+    assert ("Limitations", "lobes placed by geometric zones") in lines
+    html = report_panel_html(report)
+    assert html.index("Segmentation:") < html.index("Contradicted by the measurements") < html.index("Impression")
+    assert "&ldquo;No nodule is seen.&rdquo;" in html and "nodule 8.0 mm, right upper lobe" in html
+    assert "flagged, kept as written" in html
+    report.provenance.scope = {"chest_ct": False}
+    report.contradictions = []
+    assert "NO: the scan does not look like a chest CT" in report_panel_html(report)
+    assert "Contradicted" not in report_panel_html(report)
+    assert scope_lines(report)[0] == ("Segmentation", "builtin")  # a version-1 report: no reason recorded
+
+
 def test_export_report(tmp_path):
     report = _report()
     assert Report.load(export_report(report, tmp_path / "r.json")).to_json() == report.to_json()
