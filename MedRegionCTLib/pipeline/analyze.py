@@ -93,15 +93,16 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
     if labelmap is not None:
         if not volume.same_grid(labelmap):
             raise InputError("the label map is not on the CT's grid; resample it onto the CT (or segment this CT).")
-        segmenter_name = "given label map"
-        selection = labelmap.meta.get("segmentation") or {"engine": segmenter_name, "requested": segmenter_name,
+        selection = labelmap.meta.get("segmentation") or {"engine": "given label map",
+                                                          "requested": "given label map",
                                                           "reason": "a label map was given"}
+        segmenter_name = selection["engine"]
         steps.advance("label map given")
     else:
         from ..segment import get_segmenter
 
         seg = get_segmenter(segmenter, **(segmenter_options or {})) if isinstance(segmenter, str) else segmenter
-        segmenter_name = segmenter if isinstance(segmenter, str) else type(segmenter).__name__
+        segmenter_name = segmenter if isinstance(segmenter, str) else getattr(seg, "name", type(seg).__name__)
         if segmenter_name == "auto":
             segmenter_name = seg.name
         selection = getattr(seg, "selection", None) or {"engine": segmenter_name, "requested": segmenter_name,
