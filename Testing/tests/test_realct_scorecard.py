@@ -8,7 +8,6 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
 from realdata_paths import require
 
 pytestmark = pytest.mark.realdata
