@@ -85,17 +85,28 @@ def find_masses(hu: np.ndarray, lung: np.ndarray, affine, params: dict, cancel=N
     return found
 
 
+def contact_share(lesion: Lesion, labels: np.ndarray, value: int, affine, reach_mm: float = 3.0) -> float:
+    """Share of the lesion's surroundings (within ``reach_mm`` outside it) that carry label ``value``."""
+    shell, win = _shell(lesion, labels.shape, affine, reach_mm)
+    return float(np.count_nonzero(labels[win][shell] == value)) / max(int(np.count_nonzero(shell)), 1)
+
+
+def _shell(lesion: Lesion, shape, affine, reach_mm: float):
+    """(boolean shell within ``reach_mm`` outside the lesion, the window it is on)."""
+    spacing = _spacing(affine)
+    pad = tuple(int(np.ceil(reach_mm / s)) + 1 for s in spacing)
+    win = _grow(lesion.crop, pad, shape)
+    inner = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(lesion.crop, win, strict=True))
+    mask = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
+    mask[inner] = lesion.mask
+    return (ndimage.distance_transform_edt(~mask, sampling=spacing) <= reach_mm) & ~mask, win
+
+
 def touching(lesion: Lesion, labels: np.ndarray, names: dict[int, str], lung_values, affine,
              reach_mm: float = 3.0) -> list[str]:
     """What the lesion abuts, from the labels within ``reach_mm`` outside it and outside the lung field
     (``lung_values``: label values of the lung field's classes). Sorted as in :data:`TOUCH_GROUPS`."""
-    spacing = _spacing(affine)
-    pad = tuple(int(np.ceil(reach_mm / s)) + 1 for s in spacing)
-    win = _grow(lesion.crop, pad, labels.shape)
-    inner = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(lesion.crop, win, strict=True))
-    mask = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
-    mask[inner] = lesion.mask
-    shell = (ndimage.distance_transform_edt(~mask, sampling=spacing) <= reach_mm) & ~mask
+    shell, win = _shell(lesion, labels.shape, affine, reach_mm)
     values = labels[win][shell]
     values = values[~np.isin(values, list(lung_values))]
     if values.size == 0:

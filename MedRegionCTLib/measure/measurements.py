@@ -15,7 +15,7 @@ from . import clinical as clin
 from .assessability import coverage, quality_checks
 from .intensity import PERCENTILES, hu_statistics
 from .lesions import BODY_CLASSES, describe_nodule, detection_params, distance_to, find_nodules, find_pleural_effusions
-from .masses import find_masses, touching
+from .masses import contact_share, find_masses, touching
 from .pleural_fluid import effusions_from_label
 from .position import Frame, describe_position, lobe_of
 from .sentences import clinical_sentences, lesion_sentence, structure_sentence
@@ -394,9 +394,14 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         # (what is not reported stays unexplained tissue, so no absence is claimed on that side either).
         mp = params["masses"]
         hilar_lump = "hilum" in a["touches"] and a["max_diameter_mm"] < mp["hilar_mass_min_mm"]
-        central = "mediastinum" in a["touches"] and abs(a["centroid_ras"][0] - frame.midline_x) < mp[
-            "mediastinal_reach_mm"] and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"]
-        if hilar_lump or central:
+        off_midline = abs(a["centroid_ras"][0] - frame.midline_x)
+        central = "mediastinum" in a["touches"] and (off_midline < mp["midline_mm"] or (
+            off_midline < mp["mediastinal_reach_mm"] and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"]))
+        # against the heart lie the atrial appendage, the pericardial fat pads and whatever of the heart its
+        # mask missed: a candidate resting on it is reported only from the mediastinal size
+        cardiac = "heart" in index_of and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"] and contact_share(
+            les, arr, index_of["heart"], affine) >= mp["heart_contact_share"]
+        if hilar_lump or central or cardiac:
             les.confidence = round(les.confidence * 0.4, 3)
         if les.confidence < params["min_report_confidence"]:
             out.meta.setdefault("unreported_candidates", []).append(

@@ -168,7 +168,8 @@ def self_check(regions: list[RegionReport], measures: dict) -> list[str]:
     findings' labels (or the reverse), and statements ``check_consistency`` flags against ``measures``."""
     problems = []
     for r in regions:
-        text = r.paragraph
+        # a limitation ("... cannot be excluded: ...") states no finding; the labeler would read it as uncertain
+        text = " ".join(s.text.strip() for s in r.sentences if s.kind != LIMITATION_SENTENCE and s.text.strip())
         if not text:
             continue
         labels = label_report(text)
