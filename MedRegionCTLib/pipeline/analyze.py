@@ -16,7 +16,8 @@ from ..measure import measure
 from ..progress import Steps, check_cancel
 from ..report import Report, ReportCase, Reporter
 from ..report.document import Provenance
-from ..volume import LabelMap, Volume, read_volume
+from ..volume import LabelMap, Volume, check_spacing, orthogonalize, read_volume, resample_like
+from .scope import limit_reports, require_chest, scan_scope
 
 
 @dataclass
@@ -67,14 +68,27 @@ def _versions() -> dict:
             "scipy": scipy.__version__, "scikit-image": skimage.__version__}
 
 
+def prepare_volume(volume: Volume, what: str = "the CT") -> Volume:
+    """``volume`` ready for analysis: a plausible voxel spacing (else :class:`GeometryError`), and on an
+    orthogonal grid (a sheared grid, e.g. gantry tilt, is resampled; ``meta["orthogonalized"]`` says so)."""
+    if not isinstance(volume, Volume):
+        raise InputError(f"expected a Volume, got {type(volume).__name__}; read the CT with read_volume first.")
+    check_spacing(volume.spacing, what)
+    return orthogonalize(volume)
+
+
 def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measurement", labelmap=None,
             lesions: bool = True, progress=None, cancel=None, segmenter_options: dict | None = None,
-            reporter_options: dict | None = None) -> Analysis:
+            reporter_options: dict | None = None, allow_non_chest: bool = False) -> Analysis:
     """Segment ``volume`` (a :class:`Volume` or a path), measure every region of ``schema`` and report on it.
 
     ``segmenter``: a name for :func:`segment.get_segmenter` ("builtin", "totalsegmentator", "labels:FILE") or a
     segmenter object; ignored when ``labelmap`` (a LabelMap on the CT grid) is given. ``reporter``: see
     :func:`get_reporter`. ``progress(fraction, message)`` and ``cancel`` as everywhere in the library.
+
+    A scan that is not a chest CT raises :class:`NotChestCTError` after segmentation unless
+    ``allow_non_chest``; then its report holds no lung or pleura statements and says why in
+    ``provenance.scope``. A thin slab's report keeps only what the slab shows (:mod:`.scope`).
     """
     timings: dict[str, float] = {}
     steps = Steps(progress, total=3, cancel=cancel, what="the analysis")
@@ -83,14 +97,18 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     if not isinstance(volume, Volume):
         source = "file"
         volume = read_volume(volume, progress=None, cancel=cancel)
+    original_grid = volume
+    volume = prepare_volume(volume)
     schema = load_schema(schema)
     engine = get_reporter(reporter, **(reporter_options or {}))
     timings["read"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     if labelmap is not None:
-        if not volume.same_grid(labelmap):
+        if not original_grid.same_grid(labelmap):
             raise InputError("the label map is not on the CT's grid; resample it onto the CT (or segment this CT).")
+        if volume is not original_grid:  # the CT was put on an orthogonal grid: its labels go with it
+            labelmap = resample_like(labelmap, volume)
         segmenter_name = "given label map"
         steps.advance("label map given")
     else:
@@ -101,6 +119,9 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
         labelmap = seg.segment(volume, progress=lambda f, m: steps.report(f, f"segmenting: {m}"), cancel=cancel)
         steps.advance("segmented")
     timings["segment"] = time.perf_counter() - t
+    scope = scan_scope(labelmap, volume)
+    if not allow_non_chest:
+        require_chest(scope, str(volume.meta.get("source") or "the CT"))
 
     t = time.perf_counter()
     regions = build_regions(labelmap, schema, volume)
@@ -112,6 +133,7 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     t = time.perf_counter()
     case = ReportCase(volume=volume, labelmap=labelmap, schema=schema, regions=regions, measurements=measurements)
     region_reports = engine.write(case, progress=lambda f, m: steps.report(f, f"reporting: {m}"), cancel=cancel)
+    region_reports = limit_reports(region_reports, scope, schema, regions, labelmap)
     check_cancel(cancel, "the analysis")
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -119,11 +141,11 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     provenance = Provenance(
         segmenter=segmenter_name, reporter=engine.name, schema=schema.name, versions=_versions(),
         settings={"lesions": lesions, "segmenter_options": dict(segmenter_options or {}),
-                  "reporter": engine.settings()},
+                  "reporter": engine.settings(), "allow_non_chest": bool(allow_non_chest)},
         timings_s={k: round(v, 3) for k, v in timings.items()},
         input={"source": source, "shape": list(volume.shape), "spacing_mm": [float(s) for s in volume.spacing],
                "orientation": volume.orientation},
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), scope=scope)
     report = Report(regions=region_reports, provenance=provenance,
                     impression=[s.text for r in region_reports for s in r.sentences if s.findings])
     steps.advance("report written")
