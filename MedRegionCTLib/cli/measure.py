@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-lesions", action="store_true", help="skip the lesion candidate search")
     p.add_argument("--no-ct-check", action="store_true",
                    help="load even when the intensities do not look like CT Hounsfield units")
+    p.add_argument("--series", metavar="UID_OR_NUMBER",
+                   help="which series to read when a DICOM folder holds several (SeriesInstanceUID or series number)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results already in --out (the whole folder: nothing of the earlier run stays)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,7 +67,7 @@ def run(args) -> int:
     try:
         with folder as staging:
             report(0.0, "reading the CT")
-            volume = prepare_volume(read_volume(args.ct, check_ct=not args.no_ct_check))
+            volume = prepare_volume(read_volume(args.ct, check_ct=not args.no_ct_check, series=args.series))
             report(0.05, f"labels ({segmenter.name})")
             labelmap = segmenter.segment(volume, progress=lambda f, m: report(0.05 + 0.45 * f, m))
             result = measure(volume, labelmap, schema=schema, progress=lambda f, m: report(0.5 + 0.5 * f, m),

@@ -59,6 +59,8 @@ def add_parser(sub) -> None:
     add_engine_arguments(p)
     p.add_argument("--no-ct-check", action="store_true",
                    help="load even when the intensities do not look like CT Hounsfield units")
+    p.add_argument("--series", metavar="UID_OR_NUMBER",
+                   help="which series to read when a DICOM folder holds several (SeriesInstanceUID or series number)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results already in --out (the whole folder: nothing of the earlier run stays)")
     p.add_argument("--allow-non-chest", action="store_true",
@@ -95,7 +97,7 @@ def run(args) -> int:
     folder = OutputFolder(args.out, overwrite=args.overwrite, inputs=[ct, *label_inputs(args)], command="report")
     with TqdmProgress("report", disable=args.no_progress or None) as bar, folder as staging:
         bar(0.0, "reading the CT")
-        volume = read_volume(ct, check_ct=not args.no_ct_check)
+        volume = read_volume(ct, check_ct=not args.no_ct_check, series=args.series)
         analysis = analyze(volume, segmenter=args.method, schema=schema, reporter=engine,
                            lesions=not args.no_lesions, progress=lambda f, m: bar(0.05 + 0.9 * f, m),
                            segmenter_options=seg_options, reporter_options=engine_options,

@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     add_segmenter_arguments(p)
     p.add_argument("--no-ct-check", action="store_true",
                    help="load even when the intensities do not look like CT Hounsfield units")
+    p.add_argument("--series", metavar="UID_OR_NUMBER",
+                   help="which series to read when a DICOM folder holds several (SeriesInstanceUID or series number)")
     p.add_argument("--json", action="store_true", help="print one JSON summary instead of text")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results already in --out (the whole folder: nothing of the earlier run stays)")
@@ -97,7 +99,7 @@ def run(args) -> int:
     try:
         with folder as staging:
             report(0.0, "reading the CT")
-            volume = prepare_volume(read_volume(args.ct, check_ct=not args.no_ct_check))
+            volume = prepare_volume(read_volume(args.ct, check_ct=not args.no_ct_check, series=args.series))
             report(0.1, f"segmenting ({segmenter.name})")
             # The segmenter's own progress fills 10-80 % of the bar.
             labelmap = segmenter.segment(volume, progress=lambda f, m: report(0.1 + 0.7 * f, m))

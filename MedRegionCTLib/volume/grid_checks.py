@@ -2,7 +2,7 @@
 
 Limits live in ``data/input_checks.json``. :func:`check_spacing` raises :class:`GeometryError` (a spacing of
 zero or less, or coarser than a CT grid); :func:`shear` measures how far the axes are from orthogonal and
-:func:`orthogonal_grid` gives the orthogonal grid that holds all of a sheared image (see
+:func:`orthogonal_grid` gives the grid along the patient axes that holds all of a sheared image (see
 :func:`~.resample.orthogonalize`); :func:`slab` tells how much of the body axis the scan covers.
 """
 
@@ -68,16 +68,27 @@ def shear(affine, shape) -> Shear:
 
 
 def orthogonal_grid(affine, shape) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Shape and affine of the orthogonal grid that holds every voxel of a sheared grid: the first axis and
-    the plane of the first two kept, voxel sizes the distances between neighbouring rows and slices."""
+    """Shape and affine of a grid aligned with the patient axes that holds every voxel of a sheared grid.
+
+    Each index axis keeps its nearest patient axis and direction (so the voxel order stays what it was) and
+    its voxel size along that axis; the grid grows to cover the whole sheared image.
+    """
+    from nibabel.orientations import io_orientation
+
     affine = np.asarray(affine, dtype=np.float64)
-    frame, sizes, _, _ = _frame(affine)
+    ornt = io_orientation(affine)
+    frame = np.zeros((3, 3))
+    sizes = np.zeros(3)
+    for axis, (world, flip) in enumerate(ornt):
+        world = int(world)
+        frame[world, axis] = float(flip)
+        sizes[axis] = abs(affine[world, axis])
     corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
     world = affine[:3, :3] @ corners  # relative to the origin
     index = (frame.T @ world) / sizes[:, None]
     low, high = index.min(axis=1), index.max(axis=1)
     low = np.floor(low + 1e-6)
-    new_shape = tuple(int(n) for n in np.floor(high - low + 1e-6).astype(int) + 1)
+    new_shape = tuple(int(n) for n in np.ceil(high - low - 1e-6).astype(int) + 1)
     out = np.eye(4)
     out[:3, :3] = frame * sizes
     out[:3, 3] = affine[:3, 3] + frame @ (sizes * low)

@@ -227,9 +227,9 @@ def _fill_outside(array: np.ndarray, matrix, offset, source_shape, fill) -> None
 def orthogonalize(image, order: int = 1):
     """``image`` on an orthogonal grid when its axes are sheared (gantry tilt), else ``image`` itself.
 
-    The new grid keeps the first axis and the plane of the first two (the acquired slice plane), puts the
-    third axis on that plane's normal, and is large enough to hold every voxel (outside the source: air, or
-    0 for a label map). ``meta["orthogonalized"]`` records the shear in degrees and the original shape.
+    The new grid runs along the patient axes (each index axis along its nearest one, in the same direction),
+    keeps each axis's voxel size along it, and is large enough to hold every voxel (outside the source: air,
+    or 0 for a label map). ``meta["orthogonalized"]`` records the shear in degrees and the original shape.
     """
     from .grid_checks import orthogonal_grid, shear
 
