@@ -157,6 +157,30 @@ def abdomen(tmp, ph):
     return tmp / "abdomen.nii.gz"
 
 
+def head(tmp, ph):
+    """A head-sized CT: brain inside a skull, air sinuses, 30 slices of 5 mm."""
+    i, j, k = np.meshgrid(np.arange(100), np.arange(110), np.arange(30), indexing="ij")
+    r = np.sqrt(((i - 50) * 2.0 / 75) ** 2 + ((j - 55) * 2.0 / 90) ** 2 + ((k - 15) * 5.0 / 80) ** 2)
+    ct = np.full(r.shape, -1000, np.int16)
+    ct[r < 1.0] = 1200  # skull
+    ct[r < 0.92] = 35  # brain
+    ct[((i - 50) ** 2 + (j - 95) ** 2 < 16) & (k > 10) & (k < 16)] = -990  # a sinus
+    write_nifti(Volume(ct, np.diag([-2.0, -2.0, 5.0, 1.0])), tmp / "head.nii.gz")
+    return tmp / "head.nii.gz"
+
+
+def limb(tmp, ph):
+    """A thigh-like CT: muscle and fat around a femur, 40 slices of 3 mm."""
+    i, j, _ = np.meshgrid(np.arange(80), np.arange(80), np.arange(40), indexing="ij")
+    r = np.hypot(i - 40, j - 40)
+    ct = np.full(r.shape, -1000, np.int16)
+    ct[r < 35] = -90  # subcutaneous fat
+    ct[r < 30] = 50  # muscle
+    ct[r < 8] = 900  # femur
+    write_nifti(Volume(ct, np.diag([-2.0, -2.0, 3.0, 1.0])), tmp / "limb.nii.gz")
+    return tmp / "limb.nii.gz"
+
+
 def slab(tmp, ph):
     write_nifti(part(ph, 45, 47), tmp / "slab.nii.gz")  # two 4 mm slices through the lungs
     return tmp / "slab.nii.gz"
@@ -231,6 +255,8 @@ ROWS = [
     Row("sheared grid", sheared, None, "sheared by 12.0 degrees", check=resampling_stated),
     # what the scan shows
     Row("not a chest CT", abdomen, NotChestCTError, "does not look like a chest CT .*--allow-non-chest"),
+    Row("head CT", head, NotChestCTError, r"does not look like a chest CT \(no lungs"),
+    Row("limb CT", limb, NotChestCTError, r"does not look like a chest CT \(no lungs"),
     Row("not a chest CT, allowed", abdomen, None, "^Not a chest CT: no lungs", ("--allow-non-chest",),
         check=lung_and_pleura_not_assessed),
     Row("thin slab", slab, None, r"^Thin slab: 2 axial slice\(s\) covering 8\.0 mm", check=only_the_slab),
