@@ -86,6 +86,7 @@ def run(args) -> int:
     from ..pipeline.outputs import parse_formats, write_all
     from ..progress import TqdmProgress
     from ..volume import read_volume
+    from ..volume.grid_checks import shear
 
     formats = parse_formats(args.formats)
     schema = load_schema(args.schema)
@@ -98,6 +99,10 @@ def run(args) -> int:
     with TqdmProgress("report", disable=args.no_progress or None) as bar, folder as staging:
         bar(0.0, "reading the CT")
         volume = read_volume(ct, check_ct=not args.no_ct_check, series=args.series)
+        if "dicom" in formats and shear(volume.affine, volume.shape).needs_resampling:
+            raise InputError("this DICOM series is gantry-tilted (sheared): it is analysed on a grid along the "
+                             "patient axes, where no DICOM SEG of the series' own slices can be made; drop "
+                             "'dicom' from --formats.")
         analysis = analyze(volume, segmenter=args.method, schema=schema, reporter=engine,
                            lesions=not args.no_lesions, progress=lambda f, m: bar(0.05 + 0.9 * f, m),
                            segmenter_options=seg_options, reporter_options=engine_options,

@@ -131,6 +131,17 @@ def zero_pixel_spacing(tmp, ph):
     return tmp / "dcm"
 
 
+def tilted_dicom(tmp, ph):
+    """A gantry-tilted series: each slice 0.85 mm further along y than a straight stack would put it."""
+    files = dicom_series(tmp / "dcm", ph, 30, 70)
+    for path in files:
+        ds = pydicom.dcmread(path)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + 0.85 * (z - float(ph.volume.affine[2, 3])) / 4.0, z]
+        ds.save_as(path)
+    return tmp / "dcm"
+
+
 def pixdim(spacing):
     def build(tmp, ph):
         return nifti_with_pixdim(tmp / "ct.nii", ph.volume.array, spacing)
@@ -265,6 +276,7 @@ ROWS = [
     Row("unknown schema", good_ct, InputError, "nine", ("--schema", "nine")),
     Row("unknown format", good_ct, InputError, "pdf", ("--formats", "json,pdf")),
     Row("DICOM output of a NIfTI", good_ct, InputError, "needs a DICOM series", ("--formats", "dicom")),
+    Row("DICOM output of a tilted series", tilted_dicom, InputError, "gantry-tilted", ("--formats", "json,dicom")),
     Row("missing label file", good_ct, InputError, "labels.nii.gz", ("--method", "labels:labels.nii.gz")),
     # the output folder
     Row("output is a file", good_ct, OutputError, "is a file", out="taken",
