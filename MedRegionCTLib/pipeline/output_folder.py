@@ -107,6 +107,12 @@ class OutputFolder:
 
     def _parent(self) -> Path:
         parent = self.out.parent
+        for above in (parent, *parent.parents):
+            if above.exists():
+                if not above.is_dir():
+                    raise OutputError(f"cannot create --out {self.out}: {above} is a file, not a folder; choose "
+                                      "another --out folder.")
+                break
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -190,3 +190,15 @@ def test_output_folder_api(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(OutputError, match="is a file"):
         OutputFolder(tmp_path / "f").check()
+
+
+def test_a_folder_without_write_permission_is_a_clear_error(tmp_path, monkeypatch):
+    import tempfile
+
+    def denied(*args, **kwargs):  # what mkdtemp meets in a read-only folder (as root the test cannot chmod it)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    with pytest.raises(OutputError, match=r"cannot write into .* \(Permission denied\)") as info:
+        OutputFolder(tmp_path / "x").start()
+    assert "\n" not in str(info.value) and not (tmp_path / "x").exists()
