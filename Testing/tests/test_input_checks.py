@@ -197,3 +197,22 @@ def test_chest_verdict_of_a_label_map_without_the_segmenters_flag(tiny):
                                     "not assessed."]
     flagged = LabelMap(tiny.labels.array, tiny.labels.affine, tiny.labels.names, {"chest_ct": False})
     assert chest_ct(flagged)[0] is False  # the segmenter's verdict wins
+
+
+def test_batch_fails_a_non_chest_case_with_its_reason_and_goes_on(tiny, tmp_path):
+    from MedRegionCTLib.pipeline.batch import read_summary, run_batch
+    from MedRegionCTLib.volume import write_nifti
+
+    cases = tmp_path / "cts"
+    cases.mkdir()
+    write_nifti(crop(tiny, 0, 11)[0], cases / "abdomen.nii.gz")
+    write_nifti(crop(tiny, 45, 47)[0], cases / "slab.nii.gz")
+    result = run_batch(cases, tmp_path / "out", formats=("json",), lesions=False)
+    status = {c.name: c for c in result.cases}
+    assert status["slab"].status == "done" and status["abdomen"].status == "failed"
+    assert "does not look like a chest CT" in status["abdomen"].error and "\n" not in status["abdomen"].error
+    assert not (tmp_path / "out" / "abdomen").exists()
+    assert read_summary(tmp_path / "out")["counts"] == {"done": 1, "skipped": 0, "failed": 1}
+    again = run_batch(cases, tmp_path / "out", formats=("json",), lesions=False, allow_non_chest=True)
+    assert {c.name: c.status for c in again.cases} == {"slab": "skipped", "abdomen": "done"}
+    assert (tmp_path / "out" / "abdomen" / "report.json").is_file()
