@@ -38,12 +38,13 @@ def add_parser(sub) -> None:
 
 def add_segmenter_arguments(p) -> None:
     """--method, --schema and the TotalSegmentator / label-import options (shared with `report` and `batch`)."""
-    p.add_argument("--method", default="builtin", metavar="METHOD",
-                   help="builtin (default), totalsegmentator, or labels:FILE to import an existing label "
+    p.add_argument("--method", default="auto", metavar="METHOD",
+                   help="auto (default: TotalSegmentator when it and its weights are installed, else builtin), "
+                        "builtin, totalsegmentator, or labels:FILE to import an existing label "
                         "map, Slicer .seg.nrrd or TotalSegmentator output (file or folder)")
     p.add_argument("--schema", default="radgenome10", metavar="SCHEMA",
                    help="region schema: radgenome10 (default), medregion6, or a schema JSON file")
-    ts = p.add_argument_group("TotalSegmentator options (--method totalsegmentator)")
+    ts = p.add_argument_group("TotalSegmentator options (--method totalsegmentator, or auto when it is chosen)")
     ts.add_argument("--fast", action="store_true", default=None, help="3 mm model instead of 1.5 mm (faster)")
     ts.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where to run it (default cpu)")
     ts.add_argument("--task", action="append", default=None, metavar="TASK", dest="tasks",
@@ -65,7 +66,7 @@ def segmenter_options(args) -> dict:
     ts_given = {k: v for k, v in (("fast", args.fast), ("device", args.device), ("tasks", args.tasks),
                                   ("weights_dir", args.weights)) if v is not None}
     label_given = {k: v for k, v in (("table", args.label_table), ("mapping", args.mapping)) if v is not None}
-    if method in ("totalsegmentator", "totalseg", "ts"):
+    if method in ("auto", "totalsegmentator", "totalseg", "ts"):
         if label_given:
             raise InputError("--label-table/--map apply to --method labels:FILE only; drop them.")
         return ts_given
@@ -106,7 +107,8 @@ def run(args) -> int:
             report(0.8, "building region masks")
             regions = build_regions(labelmap, schema, volume)
             report(0.9, "writing")
-            summary = write_segmentation(staging, labelmap, regions, schema, args.method)
+            method = segmenter.name if args.method.strip().lower() == "auto" else args.method
+            summary = write_segmentation(staging, labelmap, regions, schema, method)
             report(1.0, "done")
     finally:
         report.close()
@@ -116,6 +118,7 @@ def run(args) -> int:
         print(json.dumps(summary))
         return 0
     print(f"{out}: {len(labelmap.names)} classes in labels.nii.gz, schema {schema.name}")
+    print(f"  segmentation: {segmenter.name} ({segmenter.selection['reason']})")
     if not summary["labels"]["chest_ct"]:
         print(f"  not a chest CT: {summary['labels']['chest_ct_reason']}")
     for note in summary["labels"]["limitations"]:

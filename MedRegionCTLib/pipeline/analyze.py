@@ -77,13 +77,15 @@ def prepare_volume(volume: Volume, what: str = "the CT") -> Volume:
     return orthogonalize(volume)
 
 
-def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measurement", labelmap=None,
+def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measurement", labelmap=None,
             lesions: bool = True, progress=None, cancel=None, segmenter_options: dict | None = None,
             reporter_options: dict | None = None, allow_non_chest: bool = False) -> Analysis:
     """Segment ``volume`` (a :class:`Volume` or a path), measure every region of ``schema`` and report on it.
 
-    ``segmenter``: a name for :func:`segment.get_segmenter` ("builtin", "totalsegmentator", "labels:FILE") or a
-    segmenter object; ignored when ``labelmap`` (a LabelMap on the CT grid) is given. ``reporter``: see
+    ``segmenter``: a name for :func:`segment.get_segmenter` ("auto": the best engine installed, "builtin",
+    "totalsegmentator", "labels:FILE") or a segmenter object; ignored when ``labelmap`` (a LabelMap on the CT
+    grid) is given. Which engine ran and why goes into the report header (``provenance.scope["segmentation"]``;
+    a given label map may carry its own in ``labelmap.meta["segmentation"]``). ``reporter``: see
     :func:`get_reporter`. ``progress(fraction, message)`` and ``cancel`` as everywhere in the library.
 
     A scan that is not a chest CT raises :class:`NotChestCTError` after segmentation unless
@@ -109,13 +111,20 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
             raise InputError("the label map is not on the CT's grid; resample it onto the CT (or segment this CT).")
         if volume is not original_grid:  # the CT was put on an orthogonal grid: its labels go with it
             labelmap = resample_like(labelmap, volume)
-        segmenter_name = "given label map"
+        selection = labelmap.meta.get("segmentation") or {"engine": "given label map",
+                                                          "requested": "given label map",
+                                                          "reason": "a label map was given"}
+        segmenter_name = selection["engine"]
         steps.advance("label map given")
     else:
         from ..segment import get_segmenter
 
         seg = get_segmenter(segmenter, **(segmenter_options or {})) if isinstance(segmenter, str) else segmenter
-        segmenter_name = segmenter if isinstance(segmenter, str) else type(segmenter).__name__
+        segmenter_name = segmenter if isinstance(segmenter, str) else getattr(seg, "name", type(seg).__name__)
+        if segmenter_name == "auto":
+            segmenter_name = seg.name
+        selection = getattr(seg, "selection", None) or {"engine": segmenter_name, "requested": segmenter_name,
+                                                        "reason": "chosen by the caller"}
         labelmap = seg.segment(volume, progress=lambda f, m: steps.report(f, f"segmenting: {m}"), cancel=cancel)
         steps.advance("segmented")
     timings["segment"] = time.perf_counter() - t
@@ -146,6 +155,7 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
         input={"source": source, "shape": list(volume.shape), "spacing_mm": [float(s) for s in volume.spacing],
                "orientation": volume.orientation},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), scope=scope)
+    provenance.scope["segmentation"] = dict(selection)
     report = Report(regions=region_reports, provenance=provenance,
                     impression=[s.text for r in region_reports for s in r.sentences if s.findings])
     steps.advance("report written")

@@ -30,7 +30,7 @@ from MedRegionCTLib.phantom import make_phantom
 from MedRegionCTLib.report.document import NEGATIVE_SENTENCE, NOT_ASSESSED
 from MedRegionCTLib.volume import Volume, write_nifti
 
-OPTIONS = ["--no-progress", "--no-lesions", "--formats", "json,md"]
+OPTIONS = ["--method", "builtin", "--no-progress", "--no-lesions", "--formats", "json,md"]
 
 
 @pytest.fixture(scope="module")

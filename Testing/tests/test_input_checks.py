@@ -77,7 +77,7 @@ def test_zero_spacing_nrrd_and_analyze_of_an_in_memory_volume(tmp_path, tiny):
         read_volume(tmp_path / "ct.nrrd", check_ct=False)
     coarse = Volume(tiny.volume.array, tiny.volume.affine @ np.diag([1.0, 1.0, 6.0, 1.0]))  # 24 mm slices
     with pytest.raises(GeometryError, match="24 mm"):
-        analyze(coarse)
+        analyze(coarse, segmenter="builtin")
 
 
 # --- sheared grids ---------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_gantry_tilted_ct_is_resampled_onto_the_patient_axes_and_the_report_says
     back = resample_like(upright, tiny.volume)
     inside = (tiny.labels.array > 0)[:, :, 20:75]  # away from the ends the tilted scan did not reach
     assert np.median(np.abs(back.array[:, :, 20:75].astype(float) - tiny.volume.array[:, :, 20:75])[inside]) < 40
-    report = analyze(tilted).report
+    report = analyze(tilted, segmenter="builtin").report
     assert any("sheared by 15.0 degrees" in s for s in report.provenance.scope["limitations"])
     truth = {(f["kind"], f.get("side")) for f in tiny.truth["findings"]}
     for f in report.findings:  # nothing the shear invented (a sheared 9 mm nodule read as a mass, a displaced trachea)
@@ -153,7 +153,7 @@ def test_slice_lungs_matches_the_phantom_lungs_slice_by_slice(tiny):
 
 def test_thin_slab_report_keeps_to_the_slab(tiny):
     vol, _ = crop(tiny, 45, 47)
-    analysis = analyze(vol)
+    analysis = analyze(vol, segmenter="builtin")
     scope = analysis.report.provenance.scope
     assert scope["chest_ct"] is True and scope["coverage"] == {
         "slices": 2, "extent_mm": 8.0, "z_range_mm": scope["coverage"]["z_range_mm"], "thin_slab": True}
@@ -172,9 +172,9 @@ def test_thin_slab_report_keeps_to_the_slab(tiny):
 def test_abdomen_without_lungs_stops_unless_allowed(tiny):
     vol, truth = crop(tiny, 0, 11)  # the 44 mm below the lung bases
     with pytest.raises(NotChestCTError, match="--allow-non-chest") as info:
-        analyze(vol)
+        analyze(vol, segmenter="builtin")
     assert "\n" not in str(info.value)
-    analysis = analyze(vol, allow_non_chest=True)
+    analysis = analyze(vol, segmenter="builtin", allow_non_chest=True)
     scope = analysis.report.provenance.scope
     assert scope["chest_ct"] is False and scope["limitations"][0].startswith("Not a chest CT")
     assert any("not look like a chest CT" in n for n in scope["notes"])  # the segmenter's own notes
@@ -183,7 +183,7 @@ def test_abdomen_without_lungs_stops_unless_allowed(tiny):
         assert region.status == NOT_ASSESSED and region.findings == []
         assert region.paragraph.startswith("Not assessed: the scan does not look like a chest CT")
     assert not any("lung" in s.lower() or "pleura" in s.lower() for s in analysis.report.impression)
-    six = analyze(vol, allow_non_chest=True, schema="medregion6").report
+    six = analyze(vol, segmenter="builtin", allow_non_chest=True, schema="medregion6").report
     assert six.region("lung_parenchyma").status == NOT_ASSESSED
 
 
@@ -207,12 +207,13 @@ def test_batch_fails_a_non_chest_case_with_its_reason_and_goes_on(tiny, tmp_path
     cases.mkdir()
     write_nifti(crop(tiny, 0, 11)[0], cases / "abdomen.nii.gz")
     write_nifti(crop(tiny, 45, 47)[0], cases / "slab.nii.gz")
-    result = run_batch(cases, tmp_path / "out", formats=("json",), lesions=False)
+    result = run_batch(cases, tmp_path / "out", formats=("json",), lesions=False, segmenter="builtin")
     status = {c.name: c for c in result.cases}
     assert status["slab"].status == "done" and status["abdomen"].status == "failed"
     assert "does not look like a chest CT" in status["abdomen"].error and "\n" not in status["abdomen"].error
     assert not (tmp_path / "out" / "abdomen").exists()
     assert read_summary(tmp_path / "out")["counts"] == {"done": 1, "skipped": 0, "failed": 1}
-    again = run_batch(cases, tmp_path / "out", formats=("json",), lesions=False, allow_non_chest=True)
+    again = run_batch(cases, tmp_path / "out", formats=("json",), lesions=False, segmenter="builtin",
+                      allow_non_chest=True)
     assert {c.name: c.status for c in again.cases} == {"slab": "skipped", "abdomen": "done"}
     assert (tmp_path / "out" / "abdomen" / "report.json").is_file()

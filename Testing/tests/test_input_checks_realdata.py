@@ -23,12 +23,12 @@ ABDOMEN = ROOT / "03_totalseg_example_ct_abdomen_pelvis_NONCHEST" / "ct.nii.gz"
 
 
 def test_03_abdomen_pelvis_is_not_a_chest_ct(tmp_path, capsys):
-    assert main(["report", str(ABDOMEN), "--out", str(tmp_path / "stop"), "--no-progress"]) == 1
+    assert main(["report", str(ABDOMEN), "--out", str(tmp_path / "stop"), "--method", "builtin", "--no-progress"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not look like a chest CT" in err and "--allow-non-chest" in err
     assert not (tmp_path / "stop").exists()
     out = tmp_path / "allowed"
-    assert main(["report", str(ABDOMEN), "--out", str(out), "--allow-non-chest", "--no-progress",
+    assert main(["report", str(ABDOMEN), "--out", str(out), "--allow-non-chest", "--method", "builtin", "--no-progress",
                  "--formats", "json,md"]) == 0
     report = json.loads((out / "report.json").read_text())
     scope = report["provenance"]["scope"]
@@ -70,7 +70,7 @@ def test_07_lungs_on_both_slices_against_the_cip_lobe_labels():
 
 
 def test_thin_slabs_are_reported_within_the_slab():
-    analysis = analyze(ROOT / "10_dcmqi_ct_3slices_heart_liver_spine/ct_DERIVED_from_dicom.nii.gz")
+    analysis = analyze(ROOT / "10_dcmqi_ct_3slices_heart_liver_spine/ct_DERIVED_from_dicom.nii.gz", segmenter="builtin")
     scope = analysis.report.provenance.scope
     assert scope["coverage"]["thin_slab"] and scope["coverage"]["slices"] == 3
     assert scope["limitations"][0].startswith("Thin slab: 3 axial slice(s) covering 3.0 mm")
@@ -78,4 +78,4 @@ def test_thin_slabs_are_reported_within_the_slab():
     for region in analysis.report.regions:
         assert "No " not in region.paragraph, region.paragraph
     with pytest.raises(NotChestCTError, match="no lungs in the field of view"):
-        analyze(ROOT / "08_cip_copdgene_2slices_dicom/dicom")
+        analyze(ROOT / "08_cip_copdgene_2slices_dicom/dicom", segmenter="builtin")
