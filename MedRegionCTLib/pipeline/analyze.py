@@ -16,7 +16,8 @@ from ..measure import measure
 from ..progress import Steps, check_cancel
 from ..report import Report, ReportCase, Reporter
 from ..report.document import Provenance
-from ..volume import LabelMap, Volume, read_volume
+from ..volume import LabelMap, Volume, check_spacing, orthogonalize, read_volume, resample_like
+from .scope import limit_reports, require_chest, scan_scope
 
 
 @dataclass
@@ -67,9 +68,18 @@ def _versions() -> dict:
             "scipy": scipy.__version__, "scikit-image": skimage.__version__}
 
 
+def prepare_volume(volume: Volume, what: str = "the CT") -> Volume:
+    """``volume`` ready for analysis: a plausible voxel spacing (else :class:`GeometryError`), and on an
+    orthogonal grid (a sheared grid, e.g. gantry tilt, is resampled; ``meta["orthogonalized"]`` says so)."""
+    if not isinstance(volume, Volume):
+        raise InputError(f"expected a Volume, got {type(volume).__name__}; read the CT with read_volume first.")
+    check_spacing(volume.spacing, what)
+    return orthogonalize(volume)
+
+
 def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measurement", labelmap=None,
             lesions: bool = True, progress=None, cancel=None, segmenter_options: dict | None = None,
-            reporter_options: dict | None = None) -> Analysis:
+            reporter_options: dict | None = None, allow_non_chest: bool = False) -> Analysis:
     """Segment ``volume`` (a :class:`Volume` or a path), measure every region of ``schema`` and report on it.
 
     ``segmenter``: a name for :func:`segment.get_segmenter` ("auto": the best engine installed, "builtin",
@@ -77,6 +87,10 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
     grid) is given. Which engine ran and why goes into the report header (``provenance.scope["segmentation"]``;
     a given label map may carry its own in ``labelmap.meta["segmentation"]``). ``reporter``: see
     :func:`get_reporter`. ``progress(fraction, message)`` and ``cancel`` as everywhere in the library.
+
+    A scan that is not a chest CT raises :class:`NotChestCTError` after segmentation unless
+    ``allow_non_chest``; then its report holds no lung or pleura statements and says why in
+    ``provenance.scope``. A thin slab's report keeps only what the slab shows (:mod:`.scope`).
     """
     timings: dict[str, float] = {}
     steps = Steps(progress, total=3, cancel=cancel, what="the analysis")
@@ -85,14 +99,18 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
     if not isinstance(volume, Volume):
         source = "file"
         volume = read_volume(volume, progress=None, cancel=cancel)
+    original_grid = volume
+    volume = prepare_volume(volume)
     schema = load_schema(schema)
     engine = get_reporter(reporter, **(reporter_options or {}))
     timings["read"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     if labelmap is not None:
-        if not volume.same_grid(labelmap):
+        if not original_grid.same_grid(labelmap):
             raise InputError("the label map is not on the CT's grid; resample it onto the CT (or segment this CT).")
+        if volume is not original_grid:  # the CT was put on an orthogonal grid: its labels go with it
+            labelmap = resample_like(labelmap, volume)
         selection = labelmap.meta.get("segmentation") or {"engine": "given label map",
                                                           "requested": "given label map",
                                                           "reason": "a label map was given"}
@@ -110,6 +128,9 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
         labelmap = seg.segment(volume, progress=lambda f, m: steps.report(f, f"segmenting: {m}"), cancel=cancel)
         steps.advance("segmented")
     timings["segment"] = time.perf_counter() - t
+    scope = scan_scope(labelmap, volume)
+    if not allow_non_chest:
+        require_chest(scope, str(volume.meta.get("source") or "the CT"))
 
     t = time.perf_counter()
     regions = build_regions(labelmap, schema, volume)
@@ -121,6 +142,7 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
     t = time.perf_counter()
     case = ReportCase(volume=volume, labelmap=labelmap, schema=schema, regions=regions, measurements=measurements)
     region_reports = engine.write(case, progress=lambda f, m: steps.report(f, f"reporting: {m}"), cancel=cancel)
+    region_reports = limit_reports(region_reports, scope, schema, regions, labelmap)
     check_cancel(cancel, "the analysis")
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -128,14 +150,14 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
     from ..segment import known_limits
 
     meta = measurements.meta or {}
-    scope = {"coverage": meta.get("coverage", {}), "quality_checks": meta.get("quality_checks", {}),
-             "limitations": known_limits(segmenter_name)}
+    scope.update(lung_coverage=meta.get("coverage", {}), quality_checks=meta.get("quality_checks", {}),
+                 segmenter_limits=known_limits(segmenter_name))
     if (labelmap.meta or {}).get("lobes"):
         scope["lobes"] = labelmap.meta["lobes"]
     provenance = Provenance(
         segmenter=segmenter_name, reporter=engine.name, schema=schema.name, versions=_versions(),
         settings={"lesions": lesions, "segmenter_options": dict(segmenter_options or {}),
-                  "reporter": engine.settings()},
+                  "reporter": engine.settings(), "allow_non_chest": bool(allow_non_chest)},
         timings_s={k: round(v, 3) for k, v in timings.items()},
         input={"source": source, "shape": list(volume.shape), "spacing_mm": [float(s) for s in volume.spacing],
                "orientation": volume.orientation},

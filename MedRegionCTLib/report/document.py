@@ -116,8 +116,9 @@ class Provenance:
     timings_s: dict = field(default_factory=dict)  # step -> seconds
     input: dict = field(default_factory=dict)  # shape, spacing, orientation, source kind; never identifiers
     created: str = ""  # ISO 8601 UTC
-    # What the chain knows about the scan and its own reliability, shown in the report header:
-    # {"chest_ct": bool, "notes": [...], "quality_checks": {...}, "coverage": {...}, "limitations": [...]}.
+    # What the scan and the chain allow the report to say, shown in its header: "chest_ct", "notes", "coverage"
+    # (the scanned range, thin slab), "limitations" (sentences about the scan), "segmentation" (engine, reason),
+    # "lung_coverage" (per side: apex/base in view, cut in plane), "quality_checks", "lobes", "segmenter_limits".
     scope: dict = field(default_factory=dict)
 
 

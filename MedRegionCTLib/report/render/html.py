@@ -225,17 +225,15 @@ def to_html(report: Report, volume=None, regions=None, measurements=None, *, lab
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
-           f"<header><h1>{escape(title)}</h1><p>{escape(provenance_line(report))}</p></header><main>"]
+           f"<header><h1>{escape(title)}</h1><p>{escape(provenance_line(report))}</p>"
+           + "".join(f'<p class="scope"><strong>Scope:</strong> {escape(text)}</p>' for text in scope_lines(report))
+           + "</header><main>"]
     nav = []
     for region in report.regions:
         color = colors.get(region.key, DEFAULT_COLOR)
         nav.append(f'<a href="#region-{_slug(region.key)}"><span class="dot" style="background:rgb{tuple(color)}">'
                    f"</span>{escape(region.name)}{' &#9888;' if region.findings else ''}</a>")
     out.append(f"<nav>{''.join(nav)}</nav>")
-    scope = scope_lines(report)
-    if scope:
-        out.append('<section id="scope"><h2>Scope and limits</h2><ul>'
-                   + "".join(f"<li>{escape(line)}</li>" for line in scope) + "</ul></section>")
     items = ("".join(f"<li>{escape(i)}</li>" for i in report.impression)
              or "<li>No abnormal finding was identified.</li>")
     out.append(f'<section id="impression"><h2>Impression</h2><ul>{items}</ul></section>')

@@ -30,18 +30,16 @@ def provenance_line(report: Report) -> str:
 
 
 def scope_lines(report: Report) -> list[str]:
-    """What the chain knows about the scan and its own limits (``provenance.scope``), one line each: how the
-    segmenter was chosen, what each lung's coverage allows, the quality checks that failed, the segmenter's
-    known limits."""
+    """What the scan and the chain allow the report to say (``provenance.scope``), one line each: the scan's own
+    limitations (not a chest CT, a thin slab, a resampled grid), how the segmenter was chosen, what each lung's
+    coverage allows, the quality checks that failed, lobes by zones, the segmenter's known limits."""
     scope = report.provenance.scope or {}
-    lines = []
+    lines = [str(text) for text in scope.get("limitations") or []]
     seg = scope.get("segmentation") or {}
     if seg.get("reason"):
-        lines.append(f"Segmentation: {seg.get('engine', report.provenance.segmenter)} ({seg['reason']})")
-    if scope.get("chest_ct") is False:
-        lines.append("This does not look like a chest CT: lung and pleura statements are left out.")
-    for side, cover in (scope.get("coverage") or {}).items():
-        if not cover.get("complete", True):
+        lines.append(f"Segmentation: {seg.get('engine', report.provenance.segmenter)} ({seg['reason']}).")
+    for side, cover in (scope.get("lung_coverage") or {}).items():
+        if cover.get("in_view") and not cover.get("complete", True):
             lines.append(f"The {side} lung is not wholly in the field of view: {cover.get('reason', '')}.")
     for name, check in (scope.get("quality_checks") or {}).items():
         if not check.get("passed", True):
@@ -49,8 +47,7 @@ def scope_lines(report: Report) -> list[str]:
     if scope.get("lobes") in ("zones", "fissures+zones"):
         lines.append("Lobes: " + ("geometric zones (no fissure found)" if scope["lobes"] == "zones" else
                                   "fissures where found, geometric zones elsewhere") + ".")
-    lines += [f"Known limit of the segmenter: {item}." for item in scope.get("limitations") or []]
-    lines += [f"Note: {item}" for item in scope.get("notes") or []]
+    lines += [f"Known limit of the segmenter: {item}." for item in scope.get("segmenter_limits") or []]
     return lines
 
 
@@ -81,9 +78,7 @@ def to_markdown(report: Report, measurements=None, title: str = "Chest CT report
     """The report as Markdown. ``measurements`` (``measure.Measurements`` or its JSON) supplies each region's
     volume and attenuation where the report carries no headline numbers of its own."""
     lines = [f"# {title}", "", f"_{provenance_line(report)}_", ""]
-    scope = scope_lines(report)
-    if scope:
-        lines += ["## Scope and limits", ""] + [f"- {item}" for item in scope] + [""]
+    lines += [line for text in scope_lines(report) for line in (f"> **Scope:** {text}", "")]
     lines += ["## Impression", ""]
     lines += [f"- {item}" for item in report.impression] or ["No abnormal finding was identified."]
     for region in report.regions:
