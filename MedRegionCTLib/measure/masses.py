@@ -103,25 +103,29 @@ def _shell(lesion: Lesion, shape, affine, reach_mm: float):
 
 
 def touching(lesion: Lesion, labels: np.ndarray, names: dict[int, str], lung_values, affine,
-             reach_mm: float = 3.0) -> list[str]:
+             reach_mm: float = 3.0, diaphragm_mm: float = 10.0) -> list[str]:
     """What the lesion abuts, from the labels within ``reach_mm`` outside it and outside the lung field
-    (``lung_values``: label values of the lung field's classes). Sorted as in :data:`TOUCH_GROUPS`."""
-    shell, win = _shell(lesion, labels.shape, affine, reach_mm)
-    values = labels[win][shell]
-    values = values[~np.isin(values, list(lung_values))]
-    if values.size == 0:
-        return []
-    counts = np.bincount(values.astype(np.int64))
-    share = {}
-    total = float(values.size)
-    for value in np.flatnonzero(counts):
-        name = names.get(int(value), "")
-        group = next((g for g, classes in TOUCH_GROUPS.items() if name in classes), None)
-        if group is None and name.startswith(RIB_OR_SPINE):
-            group = "chest wall"
-        if group is not None:
-            share[group] = share.get(group, 0.0) + counts[value] / total
-    return [g for g in TOUCH_GROUPS if share.get(g, 0.0) >= 0.05]
+    (``lung_values``: label values of the lung field's classes); the abdominal organs count within
+    ``diaphragm_mm`` (the diaphragm's muscle lies between them and the lung). Sorted as in
+    :data:`TOUCH_GROUPS`."""
+    out = set()
+    for reach, groups in ((reach_mm, [g for g in TOUCH_GROUPS if g != "diaphragm"]), (diaphragm_mm, ["diaphragm"])):
+        shell, win = _shell(lesion, labels.shape, affine, reach)
+        values = labels[win][shell]
+        values = values[~np.isin(values, list(lung_values))]
+        if values.size == 0:
+            continue
+        counts = np.bincount(values.astype(np.int64))
+        share: dict[str, float] = {}
+        for value in np.flatnonzero(counts):
+            name = names.get(int(value), "")
+            group = next((g for g in groups if name in TOUCH_GROUPS[g]), None)
+            if group is None and name.startswith(RIB_OR_SPINE) and "chest wall" in groups:
+                group = "chest wall"
+            if group is not None:
+                share[group] = share.get(group, 0.0) + counts[value] / float(values.size)
+        out |= {g for g, v in share.items() if v >= 0.05}
+    return [g for g in TOUCH_GROUPS if g in out]
 
 
 def _compact(pieces, spacing, p: dict, voxel_ml: float, cancel=None):

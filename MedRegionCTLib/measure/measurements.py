@@ -401,7 +401,11 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         # mask missed: a candidate resting on it is reported only from the mediastinal size
         cardiac = "heart" in index_of and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"] and contact_share(
             les, arr, index_of["heart"], affine) >= mp["heart_contact_share"]
-        if hilar_lump or central or cardiac:
+        # the superior vena cava, the azygos vein and the descending aorta run up and down beside the mediastinum:
+        # a piece much taller than it is wide, near the midline, is one of them
+        vertical = off_midline < mp["vertical_vessel_reach_mm"] and a["extent_mm"][2] >= mp[
+            "vertical_vessel_ratio"] * max(a.get("axial_long_axis_mm") or 0.0, 1e-6)
+        if hilar_lump or central or cardiac or vertical:
             les.confidence = round(les.confidence * 0.4, 3)
         if les.confidence < params["min_report_confidence"]:
             out.meta.setdefault("unreported_candidates", []).append(

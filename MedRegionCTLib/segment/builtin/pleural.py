@@ -146,8 +146,9 @@ def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.n
 
 
 def sort_cavity(grid: Grid, lung: np.ndarray, cavity: np.ndarray, under: np.ndarray, contrast: bool,
-                params: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(lung field, pleural fluid) of one side from its aerated lung and cavity."""
+                params: dict, recess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(lung field, pleural fluid) of one side from its aerated lung and cavity; an effusion continues into
+    ``recess`` (the band just under the fitted dome) through fluid-range voxels."""
     smooth = ndi.uniform_filter(grid.coarse, size=(3, 3, 1))
     free = cavity & ~lung
     fluid_lo, fluid_hi = params["fluid_hu"]
@@ -163,6 +164,9 @@ def sort_cavity(grid: Grid, lung: np.ndarray, cavity: np.ndarray, under: np.ndar
         solid[box] = ndi.binary_opening(soft[box], masks.ball(params["solid_open_mm"], grid.coarse_spacing))
         solid = masks.keep_touching(solid, near_lung)
     effusion = _effusion(grid, fluid, solid, lung, cavity, under, params)
+    if recess is not None and effusion.any() and recess.any():
+        more = recess & ~lung & (smooth >= fluid_lo) & (smooth <= fluid_hi)
+        effusion = masks.keep_touching(effusion | more, effusion)
     # fluid-range voxels enclosed by soft tissue (a necrotic core) belong to the lesion around them
     core = fluid & ~effusion
     if core.any() and solid.any():
@@ -175,8 +179,9 @@ def sort_cavity(grid: Grid, lung: np.ndarray, cavity: np.ndarray, under: np.ndar
 def _effusion(grid: Grid, fluid: np.ndarray, solid: np.ndarray, lung: np.ndarray, cavity: np.ndarray,
               under: np.ndarray, params: dict) -> np.ndarray:
     """Fluid collections in the dependent pleural space: pieces of fluid-range voxels (at least
-    ``effusion_min_ml``) that reach the lowest part of the cavity, lie behind the lung's middle and touch the
-    lung or the cavity's wall more than the soft tissue around them."""
+    ``effusion_min_ml``) that lie behind the lung's middle, against the lung (or the airless lung pressed
+    against them), reach down into the lower half of the lung field, and are not enclosed by soft tissue away
+    from the chest wall (a necrotic core)."""
     out = np.zeros(fluid.shape, bool)
     if not fluid.any() or not cavity.any():
         return out
@@ -210,10 +215,11 @@ def _effusion(grid: Grid, fluid: np.ndarray, solid: np.ndarray, lung: np.ndarray
         shell = np.zeros(tuple(g.stop - g.start for g in big), bool)
         shell[inner] = grown
         shell = ndi.binary_dilation(shell, iterations=1)
-        touch_lung_wall = int((shell & (lung[big] | wall[big] | ~cavity[big])).sum())
+        touch_wall = int((shell & (wall[big] | ~cavity[big])).sum())
+        touch_lung = int((shell & lung[big]).sum())
         touch_solid = int((shell & solid[big]).sum())
-        if touch_solid > touch_lung_wall:
-            continue  # held by soft tissue: a lesion's core, not pleural fluid
+        if touch_wall == 0 and touch_solid > touch_lung:
+            continue  # held by soft tissue away from the chest wall: a lesion's core, not pleural fluid
         out[box] |= comp
     return out
 
@@ -280,13 +286,20 @@ def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.nda
         xs = np.flatnonzero(both.any(axis=(1, 2)))
         midline = np.full(both.shape[2], (xs[0] + xs[-1]) / 2.0 if xs.size else nx / 2.0)
     bone = _bone_and_marrow(grid, skeleton, params)
-    keep_out = organs | bone | under | blood
+    keep_out = organs | bone | blood
     if params["mediastinum_margin_mm"] >= 0:
         keep_out |= _central_mediastinum(grid, organs, _pillars(skeleton), axis, params)
-    cavity, field_, effusion = {}, {}, {}
+    # just under the fitted dome the recess may still hold fluid (the dome is carried over a recess it cannot
+    # see): fluid that continues from an effusion into that band is followed there
+    depth = np.count_nonzero(under, axis=2)[:, :, None]  # the dome's height per column (slices)
+    band = under & (np.arange(under.shape[2])[None, None, :] >= depth - params["recess_band_mm"] /
+                    grid.coarse_spacing[2])
+    cavity, field_, effusion, recess = {}, {}, {}, {}
     for side in ("left", "right"):
         lung = getattr(lungs, side)
-        cavity[side] = pleural_cavity(grid, lung, skeleton, side, body, keep_out, midline, params, blood)
+        whole = pleural_cavity(grid, lung, skeleton, side, body, keep_out, midline, params, blood)
+        cavity[side] = whole & ~under
+        recess[side] = whole & band
     # a voxel both cavities claim goes to the nearer lung
     both = cavity["left"] & cavity["right"]
     if both.any():
@@ -296,7 +309,7 @@ def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.nda
         cavity["right"] &= ~(both & (dl <= dr))
     for side in ("left", "right"):
         field_[side], effusion[side] = sort_cavity(grid, getattr(lungs, side), cavity[side], under, contrast,
-                                                   params)
+                                                   params, recess[side])
     notes = []
     added = {s: float((field_[s] & ~getattr(lungs, s)).sum() * grid.coarse_voxel_ml) for s in field_}
     for s, ml in added.items():
