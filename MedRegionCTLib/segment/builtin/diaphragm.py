@@ -74,7 +74,7 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     surf = np.where(w > 0, v, fill)
     surf = ndi.gaussian_filter(surf, 6.0 / grid.coarse_spacing[:2])
     # (no clamping to the lung floor: a lung floor lifted by an effusion is not the diaphragm)
-    if np.isfinite(params.get("dome_outlier_mm", np.inf)):
+    if np.isfinite(params.get("dome_outlier_mm", np.inf)) and params.get("organ_run_mm", 0) > 0:
         # the dome carried from the floors it has cannot know how far the diaphragm falls behind a recess full
         # of fluid: under the lung, the diaphragm is no higher than where a solid organ begins
         surf = np.minimum(surf, _organ_top(grid, lungs, has, low, params))

@@ -136,8 +136,9 @@ def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.n
             if outside.any():
                 near_arc = ndi.distance_transform_edt(~outside, sampling=(sx, sy)) <= band_mm + params["chest_wall_mm"]
                 parts |= ndi.binary_erosion(hull, iterations=wall) & near_arc & lateral
-        if lung_k.sum() >= 3:
-            # the lung wraps around what replaced it: its hull, within a short reach of the air
+        if lung_k.sum() * sx * sy >= params["hull_min_area_mm2"]:
+            # the lung wraps around what replaced it: its hull, within a short reach of the air (not at the
+            # apex, where the thin cap of lung arches over the vessels to the arm)
             hull = slice_hull(lung_k)
             near = ndi.distance_transform_edt(~lung_k, sampling=(sx, sy)) <= reach_mm
             parts |= hull & near
@@ -164,7 +165,7 @@ def sort_cavity(grid: Grid, lung: np.ndarray, cavity: np.ndarray, under: np.ndar
         solid[box] = ndi.binary_opening(soft[box], masks.ball(params["solid_open_mm"], grid.coarse_spacing))
         solid = masks.keep_touching(solid, near_lung)
     effusion = _effusion(grid, fluid, solid, lung, cavity, under, params)
-    if recess is not None and effusion.any() and recess.any():
+    if recess is not None and params["recess_band_mm"] > 0 and effusion.any() and recess.any():
         more = recess & ~lung & (smooth >= fluid_lo) & (smooth <= fluid_hi)
         effusion = masks.keep_touching(effusion | more, effusion)
     # fluid-range voxels enclosed by soft tissue (a necrotic core) belong to the lesion around them
