@@ -55,7 +55,7 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     known = np.full((nx, ny), np.nan)
     order = np.argsort(-zs)  # where a column crosses the lung twice, its lowest floor wins
     known[xs[order], ys[order]] = zs[order]
-    if np.isfinite(params.get("dome_outlier_mm", np.inf)):
+    if np.isfinite(params.get("dome_outlier_mm", np.inf)) and params.get("joint_dome"):
         # where the floor was lifted (fluid, airless lung, a mass) there is no floor point: the dome fitted to
         # both sides' good floors (one shape, one height per side) says where the diaphragm lies there
         dome = _joint_dome(grid, xs, ys, zs, (nx, ny))
@@ -125,7 +125,9 @@ def _air_below(grid: Grid, xs, ys, zs, reach_mm: float, air_hu: float, fluid_hu)
         smooth = np.stack([grid.coarse[np.clip(xs[inside] + dx, 0, grid.coarse_shape[0] - 1),
                                        np.clip(ys[inside] + dy, 0, grid.coarse_shape[1] - 1), kk]
                            for dx in (-1, 0, 1) for dy in (-1, 0, 1)]).mean(axis=0)
-        out[inside] |= (values < air_hu) | ((smooth >= lo) & (smooth <= hi))
+        out[inside] |= values < air_hu
+        if lo < hi:
+            out[inside] |= (smooth >= lo) & (smooth <= hi)
     return out
 
 
