@@ -113,6 +113,19 @@ class PromptBuilder:
         self.max_length = int(max_length)
         self._cache: dict[str, list[int]] = {}
         self._answer_re = _template_regex(config.answer.split("{paragraph}")[0])
+        # strings that tokenise to control tokens: attribute text must never contain them (a "<region_patch>" in
+        # an attribute would add a placeholder without its visual token and break the job)
+        self.special_tokens = sorted({str(t) for t in list(getattr(tokenizer, "all_special_tokens", []))
+                                      + list(tokenizer.get_added_vocab()) + list(BOUNDARY_TOKENS + PLACEHOLDER_TOKENS)
+                                      if str(t)}, key=len, reverse=True)
+
+    def clean(self, text: str | None) -> str:
+        """Attribute text as it may enter a prompt: no special tokens, control bytes or slot prefixes."""
+        if not text:
+            return ""
+        from ..report.grounding import sanitise
+
+        return sanitise(str(text), self.special_tokens)
 
     def text(self, text: str) -> list[int]:
         if text not in self._cache:
@@ -133,7 +146,7 @@ class PromptBuilder:
             seq += [ids.region_start] + [ids.region_patch] * self.n_region + [ids.region_end]
             seq += self.text(". ")
             visual.append(key)
-            sentence = case.attributes.get(key) if cfg.use_attributes else None
+            sentence = self.clean(case.attributes.get(key)) if cfg.use_attributes else None
             if sentence:
                 seq += self.text(sentence.strip() + " ")
         seq += self.text(cfg.instruction)
@@ -143,8 +156,10 @@ class PromptBuilder:
 
     def _finish(self, case, case_index, slot_keys, targets, seq, visual, with_answer) -> Row:
         if len(seq) >= self.max_length:
-            raise InputError(f"the prompt is {len(seq)} tokens, over llm.max_length={self.max_length}; reduce the "
-                             "visual tokens (slab pooling, fewer latents) or raise llm.max_length.")
+            which = ", ".join(slot_keys[t] for t in targets)
+            raise InputError(f"the prompt for {which} is {len(seq)} tokens, over llm.max_length={self.max_length}; "
+                             "shorten the attribute text, reduce the visual tokens (slab pooling, fewer latents) or "
+                             "raise llm.max_length.")
         answer = ""
         labels = [IGNORE_INDEX] * len(seq)
         prompt_length = len(seq)
@@ -183,6 +198,15 @@ class PromptBuilder:
             seq, visual = self._prompt(case, slot_keys, context, slot)
             out.append(self._finish(case, case_index, slot_keys, [slot], seq, visual, with_answer))
         return out
+
+    def check_budget(self, rows: list[Row], max_new_tokens: int) -> None:
+        """InputError when a row's prompt leaves fewer than ``max_new_tokens`` tokens for the answer."""
+        for row in rows:
+            if len(row.input_ids) + int(max_new_tokens) > self.max_length:
+                which = ", ".join(row.slot_keys[t] for t in row.target_slots)
+                raise InputError(f"the prompt for {which} is {len(row.input_ids)} tokens; with {int(max_new_tokens)} "
+                                 f"new tokens it exceeds llm.max_length={self.max_length} (the attribute text takes "
+                                 "too much of it): shorten the attributes or lower generation.max_new_tokens.")
 
     # --- answers back into regions ------------------------------------------------------------------
     def parse(self, text: str, row: Row) -> dict[str, dict]:

@@ -17,6 +17,7 @@ from ..errors import InputError, MissingDependencyError
 
 log = logging.getLogger("medregionct.server")
 API_VERSION = "v1"
+CHARS_PER_TOKEN = 6  # generous: English text averages about 4 characters per token
 
 
 def _file_digest(path: Path, h) -> None:
@@ -53,7 +54,7 @@ def resolve_device(device: str | None) -> str:
 
 
 def write_tiny_checkpoint(folder, schema="radgenome10", seed: int = 0, name: str = "hybrid",
-                          generation: dict | None = None) -> Path:
+                          generation: dict | None = None, llm_settings: dict | None = None) -> Path:
     """A tiny random-weight model (every input path enabled) saved with ``save_pretrained`` in ``folder``:
     the CPU test mode of the server (``--model tiny`` builds one in a temporary folder)."""
     import torch
@@ -72,7 +73,7 @@ def write_tiny_checkpoint(folder, schema="radgenome10", seed: int = 0, name: str
         torch.manual_seed(seed)
         config = tiny_config(llm, vision, name=name,
                              generation={"max_new_tokens": 24, "batch_size": 64, **(generation or {})},
-                             vision2d={"freeze": False}, llm={"train": "full"})
+                             vision2d={"freeze": False}, llm={"train": "full", **(llm_settings or {})})
         model = MedRegionModel.from_config(config)
         model.save_pretrained(folder)
     return folder
@@ -109,11 +110,44 @@ class ModelEngine:
         model.builder.parse = parse
 
     # --- what the model takes -----------------------------------------------------------------------------
+    def _new_tokens(self, regions: int) -> int:
+        joint = self.model.config.prompt.layout == "joint"
+        return int(self.settings.max_new_tokens) * (max(regions, 1) if joint else 1)
+
+    def token_budget(self) -> dict:
+        """The LM's context split: the longest prompt without attribute text, the tokens kept for the answer, and
+        what is left for attribute text (per sequence)."""
+        from ..model.preprocess import PreparedCase
+
+        keys = list(self.schema.keys)
+        empty = PreparedCase(keys=keys, arrays={}, names={k: k for k in keys})
+        rows = self.model.builder.rows(empty, 0, train=False, with_answer=False)
+        prompt = max(len(r.input_ids) for r in rows)
+        new = self._new_tokens(len(keys))
+        max_length = int(self.model.config.llm.max_length)
+        return {"max_length": max_length, "prompt_tokens_without_attributes": prompt, "max_new_tokens": new,
+                "attribute_tokens": max(max_length - prompt - new, 0)}
+
     def spec(self, max_body_bytes: int) -> InputSpec:
         config = self.model.config
+        budget = self.token_budget()
+        # a cheap first bound on the text (a token is rarely longer than CHARS_PER_TOKEN characters); the exact
+        # token count is checked by check() before the job is queued
+        chars = budget["attribute_tokens"] * CHARS_PER_TOKEN if config.prompt.use_attributes else 0
         return InputSpec.from_preprocess(config.preprocess, config.needed_inputs(), self.schema.name,
                                          self.schema.keys, max_regions=len(self.schema.keys),
-                                         max_body_bytes=int(max_body_bytes))
+                                         max_body_bytes=int(max_body_bytes), max_attribute_chars=int(chars))
+
+    def check(self, case) -> None:
+        """PayloadError 422 (before the job is queued) when the case's prompt would not leave room for the answer."""
+        from ..errors import PayloadError
+
+        try:
+            rows = self.model.builder.rows(case, 0, train=False, with_answer=False)
+            self.model.builder.check_budget(rows, self._new_tokens(len(case.keys)))
+        except InputError as exc:
+            raise PayloadError(f"the prompt does not fit this model's token budget: {exc}", 422,
+                               "prompt_too_long") from None
 
     def info(self, limits: dict) -> dict:
         from dataclasses import asdict
@@ -139,6 +173,7 @@ class ModelEngine:
             "preprocess": asdict(pre),
             "preprocessing": config.describe_preprocessing(),
             "generation": asdict(self.settings),
+            "token_budget": self.token_budget(),
             "limits": dict(limits),
         }
 

@@ -38,7 +38,7 @@ from .checkpointing import (
     save_training_checkpoint,
 )
 from .config import TrainConfig
-from .datasets import PreparedDataset, collate_cases, make_source
+from .datasets import PreparedDataset, collate_cases, die_with_parent, make_source
 from .evaluation import generate_and_score, summary, write_evaluation
 
 LOG_FIELDS = ("step", "epoch", "samples", "loss", "lr", "grad_norm", "elapsed_s")
@@ -222,7 +222,8 @@ class Trainer:
         generator.manual_seed(self.config.seed)  # keeps DataLoader seeding off the global RNG (exact resume)
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_cases,
-            persistent_workers=False, prefetch_factor=2 if workers else None, generator=generator)
+            persistent_workers=False, prefetch_factor=2 if workers else None, generator=generator,
+            worker_init_fn=die_with_parent if workers else None)
 
     def _prepare_all(self, dataset, limit=None) -> list:
         n = len(dataset) if limit is None else min(limit, len(dataset))
