@@ -66,8 +66,9 @@ def sanitise(text: str, special_tokens=()) -> str:
     for token in sorted((t for t in special_tokens if t), key=len, reverse=True):
         text = text.replace(token, " ")
     text = tokens.sub(" ", text)
-    # control and format characters (C0/C1, DEL, zero-width, bidi overrides) become spaces
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") else c for c in text)
+    # control and format characters (C0/C1, DEL, zero-width, bidi overrides) and U+FFFD (bytes a tokenizer could not
+    # decode) become spaces
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs") or c == "\ufffd" else c for c in text)
     prefixes = list(slot.finditer(text))
     if prefixes:
         first = prefixes[0]
