@@ -158,3 +158,22 @@ def test_serve_llm_behind_the_report_api(phantom, chat_folder, local):
     for region in report.regions:
         if region.status == "assessed":
             assert region.paragraph == local.report.region(region.key).paragraph
+
+
+def test_cli_report_with_llm_path_device_and_replace_policy(phantom, chat_folder, tmp_path, capsys):
+    from MedRegionCTLib.cli.main import main
+    from MedRegionCTLib.report import Report
+    from MedRegionCTLib.volume import write_nifti
+
+    ct = write_nifti(phantom.volume, tmp_path / "ct.nii.gz")
+    out = tmp_path / "rep"
+    code = main(["report", str(ct), "--out", str(out), "--reporter", "llm:/nowhere/on/this/machine", "--llm-path",
+                 str(chat_folder), "--device", "cpu", "--grounding", "replace", "--no-progress", "--formats", "json"])
+    assert code == 0, capsys.readouterr().err
+    report = Report.load(out / "report.json")
+    assert report.provenance.settings["grounding"] == "replace"
+    assert report.provenance.settings["reporter"]["engine"]["device"] == "cpu"
+    assert all(c.action == "replaced" for c in report.contradictions)
+    # the options that only the model engines take are refused for the measurement reporter
+    assert main(["report", str(ct), "--out", str(tmp_path / "r2"), "--device", "cpu", "--no-progress"]) == 1
+    assert "--device applies to --method totalsegmentator and the model:/llm: reporters" in capsys.readouterr().err
