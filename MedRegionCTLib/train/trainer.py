@@ -36,6 +36,7 @@ from .checkpointing import (
     prune_checkpoints,
     rng_state,
     save_training_checkpoint,
+    update_best,
 )
 from .config import TrainConfig
 from .datasets import PreparedDataset, collate_cases, die_with_parent, make_source
@@ -439,6 +440,12 @@ class Trainer:
         figures = summary(result)
         figures["eval_time_s"] = round(time.perf_counter() - t0, 2)
         write_evaluation(self.output_dir / "eval", step, result)
+        metric = cfg.best()
+        if metric not in figures:
+            raise InputError(f"eval.best_metric {metric!r} is not among the evaluation figures "
+                             f"({', '.join(sorted(figures))}); name one of them in the training config.")
+        if update_best(self.output_dir / "checkpoints", model, step, metric, figures[metric]):
+            self.log(f"checkpoints/best: step {step}, {metric} {figures[metric]:.4f}")
         self._append_csv(self.output_dir / "eval.csv", {"step": step, **figures}, ("step", *figures))
         if writer is not None:
             for key, value in figures.items():
