@@ -134,6 +134,8 @@ class PromptBuilder:
 
     # --- layout ---------------------------------------------------------------------------------------
     def _prompt(self, case, slot_keys: list[str], context_slots: list[int], question_slot: int | None):
+        if self.config.tokenize == "whole":
+            return self._prompt_whole(case, slot_keys, context_slots, question_slot)
         cfg, ids = self.config, self.ids
         seq: list[int] = [] if ids.bos is None else [ids.bos]
         visual = [GLOBAL]
@@ -152,6 +154,32 @@ class PromptBuilder:
         seq += self.text(cfg.instruction)
         if question_slot is not None:
             seq += self.text(" " + cfg.question.format(i=question_slot))
+        return seq, visual
+
+    def _prompt_whole(self, case, slot_keys, context_slots, question_slot):
+        """The prompt as one string tokenised once (Reg2RG's dataset builds and tokenises it this way), so the
+        text around the slot tokens gets exactly the tokens the published model was trained on."""
+        cfg = self.config
+        image, image_end, region, region_end = BOUNDARY_TOKENS
+        image_patch, region_patch = PLACEHOLDER_TOKENS
+        text = cfg.global_intro + image + image_patch * self.n_global + image_end + ". "
+        visual = [GLOBAL]
+        for slot in context_slots:
+            key = slot_keys[slot]
+            text += cfg.region_intro.format(i=slot) + region + region_patch * self.n_region + region_end + ". "
+            visual.append(key)
+            sentence = self.clean(case.attributes.get(key)) if cfg.use_attributes else None
+            if sentence:
+                text += sentence.strip() + " "
+        text += cfg.instruction
+        if question_slot is not None:
+            text += " " + cfg.question.format(i=question_slot)
+        seq = list(self.tokenizer(text)["input_ids"])
+        want = self.n_global + self.n_region * len(context_slots)
+        got = sum(t in self.ids.placeholders for t in seq)
+        if got != want:
+            raise InputError(f"the tokenizer split the prompt into {got} placeholder tokens instead of {want}; use "
+                             "prompt.tokenize='pieces' with this tokenizer.")
         return seq, visual
 
     def _finish(self, case, case_index, slot_keys, targets, seq, visual, with_answer) -> Row:
