@@ -187,7 +187,10 @@ class _Writer:
 
     # -- one region ---------------------------------------------------------------------------------------
     def region(self, region: RegionReport, reporter: str) -> RegionReport:
-        structured = any(s.kind for s in region.sentences) or bool(region.findings)
+        # a writer that already ties its sentences to findings and measurements (the measurement reporter) is only
+        # checked; free text (a model's, an LLM's) is structured here
+        structured = bool(region.findings) or any(s.kind or s.findings or s.evidence.measurements
+                                                  for s in region.sentences)
         texts = [sanitise(s.text, self.special_tokens) for s in region.sentences]
         if not structured:  # free text: sanitise, then split again (a removed prefix may join sentences)
             texts = split_sentences(" ".join(t for t in texts if t))

@@ -106,8 +106,15 @@ def save_training_checkpoint(folder: Path, model, optimizer, scheduler, scaler, 
     torch.save(state, tmp / STATE)
     if export_model:
         model.save_pretrained(tmp / MODEL_DIR)
+    _put_in_place(tmp, final)
+    write_json(folder / LATEST, {"step": int(step), "path": name})
+    return final
+
+
+def _put_in_place(tmp: Path, final: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``final``, replacing an older ``final`` (renamed aside first)."""
     if final.exists():
-        old = folder / f".{name}.old"
+        old = final.with_name(f".{final.name}.old")
         if old.exists():
             shutil.rmtree(old)
         os.replace(final, old)
@@ -115,8 +122,6 @@ def save_training_checkpoint(folder: Path, model, optimizer, scheduler, scaler, 
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    write_json(folder / LATEST, {"step": int(step), "path": name})
-    return final
 
 
 BEST = "best"
@@ -144,16 +149,7 @@ def update_best(folder: Path, model, step: int, metric: str, value) -> bool:
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
-    final = folder / BEST
-    if final.exists():
-        old = folder / ".best.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, final)
+    _put_in_place(tmp, folder / BEST)
     write_json(folder / BEST_RECORD, {"step": int(step), "metric": metric, "value": float(value), "path": BEST})
     return True
 

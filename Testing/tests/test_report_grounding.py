@@ -165,10 +165,16 @@ def test_unverifiable_findings_are_kept_but_marked(phantom):
     assert any(p.startswith("not verified") for p in finding.provenance)
 
 
-def test_the_measurement_reporter_passes_its_own_check(phantom):
-    report = analyze(phantom.volume, labelmap=phantom.labels).report
-    assert report.contradictions == []
-    assert any(f.kind == "pleural_effusion" for f in report.findings)
+def test_the_measurement_reporter_passes_its_own_check_unchanged(phantom):
+    from MedRegionCTLib.report import ReportCase
+    from MedRegionCTLib.report.measurement_reporter import MeasurementReporter
+
+    a = analyze(phantom.volume, labelmap=phantom.labels)
+    assert a.report.contradictions == []
+    assert any(f.kind == "pleural_effusion" for f in a.report.findings)
+    # the check leaves the offline reporter's sentences, evidence and findings exactly as it wrote them
+    case = ReportCase(a.volume, a.labelmap, a.schema, a.regions, a.measurements)
+    assert a.report.regions == MeasurementReporter().write(case)
 
 
 def test_unknown_policy_is_refused(phantom):
