@@ -264,6 +264,7 @@ class Statement:
     side: str | None = None  # left | right | bilateral
     location: str = ""
     size: dict = field(default_factory=dict)  # {"max_diameter_mm": ..} or {"volume_ml": ..}, as stated
+    other: bool = False  # "no other nodule": an absence besides the ones stated, not an absence as such
 
     @property
     def claim(self) -> str:
@@ -356,13 +357,17 @@ def extract_statements(paragraph: str) -> list[Statement]:
                 size = _size(sentence, 0, mention.start, mention.end, table)
             if mention.state == NEGATED:
                 size = {}  # "no nodule larger than 5 mm": the number bounds an absence, it is no finding's size
+            other = bool(_OTHER.search(sentence[a:mention.start]))
             spec = table["kinds"].get(mention.label, {})
             kind = spec.get("kind", mention.label.lower().replace(" ", "_"))
             if kind == "nodule" and table["mass"].search(clause):
                 kind = "mass"
             out.append(Statement(index, sentence, mention.label, kind, mention.state, side,
-                                 _nearest(locations, mention.start, mention.end) or "", size))
+                                 _nearest(locations, mention.start, mention.end) or "", size, other))
     return out
+
+
+_OTHER = re.compile(r"\b(?:other|further|additional|another|more|new)\b", re.IGNORECASE)
 
 
 # --- statement checks against measured findings ------------------------------------------------------------------
@@ -437,7 +442,7 @@ def check_statement(statement: Statement, measurements: dict, findings=None) -> 
                 f"the measurements find none ({measured_text})"}
     sides = _sides_of(same)
     if not present:
-        if not measured_abnormal:
+        if not measured_abnormal or statement.other:  # "no other nodule" after the stated ones: no absence claim
             return None
         if statement.side in ("left", "right") and sides and statement.side not in sides:
             return None  # "no effusion on the left" while the measured effusion is on the right: agrees

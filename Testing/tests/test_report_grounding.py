@@ -97,6 +97,14 @@ def test_check_consistency_with_findings_checks_side_and_size():
     assert ("Pleural effusion", "presence") in {(f["label"], f["check"]) for f in flags}
 
 
+def test_no_other_finding_is_not_an_absence_claim():
+    measured = [Finding(id=1, kind="nodule", side="right", size={"max_diameter_mm": 14.0})]
+    text = "A 14 mm nodule is seen in the right upper lobe. No other pulmonary nodule or mass is seen."
+    assert check_consistency(text, {"nodule_count": 1}, findings=measured) == []
+    flags = check_consistency("No pulmonary nodule or mass is seen.", {"nodule_count": 1}, findings=measured)
+    assert [f["check"] for f in flags] == ["presence"]
+
+
 def test_a_nodule_below_the_search_limit_is_not_refuted():
     measures = {"nodule_count": 0, "nodule_min_diameter_mm": 12.0}
     assert check_consistency("A 5 mm nodule in the right lung.", measures, findings=[]) != []  # label level
