@@ -20,7 +20,7 @@ from MedRegionCTLib.server.app import ServerSettings, create_app  # noqa: E402
 from MedRegionCTLib.server.engine import load_engine, write_tiny_checkpoint  # noqa: E402
 from MedRegionCTLib.server.run import ServerThread  # noqa: E402
 
-LONG = 900  # new tokens per region: seconds on a CPU, so a job is still decoding when it is cancelled
+LONG = 1800  # new tokens per region: seconds on any CPU, so a job is still decoding when it is cancelled
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_cancel_stops_generate_within_one_decode_step_and_the_next_job_starts(en
         first = client.submit(make_case(3))
         assert _wait(lambda: client.status(first)["state"] == "running")
         second = client.submit(make_case(4))
-        time.sleep(0.5)  # decoding
+        time.sleep(0.3)  # decoding
         t_cancel = time.time()
         assert client.cancel(first)["state"] == "cancelled"
         assert _wait(lambda: client.status(second)["state"] == "running", 10)
@@ -105,11 +105,12 @@ def test_cancel_stops_generate_within_one_decode_step_and_the_next_job_starts(en
 
 
 def test_a_job_past_its_deadline_stops_decoding(engine, capsys):
-    app = create_app(engine, ServerSettings(max_queue=4, max_batch=1, job_timeout_s=2.0))
+    app = create_app(engine, ServerSettings(max_queue=4, max_batch=1, job_timeout_s=1.0))
     with ServerThread(app) as server, ReportClient(server.url, timeout=30, retries=0) as client:
         job = client.submit(make_case(5))
-        assert _wait(lambda: client.status(job)["state"] == "failed", 20)
+        assert _wait(lambda: client.status(job)["state"] in ("failed", "done"), 30)
         status = client.status(job)
+        assert status["state"] == "failed", status
         assert status["error"]["code"] == "timeout"
         after = client.submit(make_case(6))
         assert _wait(lambda: client.status(after)["state"] == "running", 10)
