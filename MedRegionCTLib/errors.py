@@ -23,6 +23,18 @@ class NotCTError(InputError):
     """The image loaded, but its intensities are not CT Hounsfield units (for example an MR image)."""
 
 
+class GeometryError(InputError):
+    """The CT's voxel grid is unusable: a voxel spacing of zero or less, or too coarse for a CT."""
+
+
+class NotChestCTError(InputError):
+    """The CT holds no chest (no lungs in the field of view), and the caller did not allow other body parts."""
+
+
+class OutputError(InputError):
+    """The output folder cannot be created or written, or holds files that must not be replaced."""
+
+
 class MissingDependencyError(MedRegionCTError, ImportError):
     """An optional package or model weights are needed for this feature and are not installed."""
 

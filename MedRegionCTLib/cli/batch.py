@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N", help="cases analysed in parallel (default 1)")
     add_segmenter_arguments(p)
     add_engine_arguments(p)
+    p.add_argument("--allow-non-chest", action="store_true",
+                   help="report on scans that do not look like chest CTs (no lungs) instead of failing them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -34,7 +36,8 @@ def run(args) -> int:
     with TqdmProgress("batch", disable=args.no_progress or None) as bar:
         result = run_batch(args.input_dir, args.out, workers=args.workers, segmenter=args.method,
                            schema=args.schema, reporter=engine, formats=formats, lesions=not args.no_lesions,
-                           reporter_options=engine_options, segmenter_options=seg_options, progress=bar)
+                           reporter_options=engine_options, segmenter_options=seg_options, progress=bar,
+                           allow_non_chest=args.allow_non_chest)
     counts = result.counts()
     print(f"{result.out_dir}: {counts['done']} done, {counts['skipped']} already finished, {counts['failed']} "
           f"failed (details in batch.json)")

@@ -35,48 +35,41 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+# what the demo writes besides the files of `medregionct report`
 OUTPUTS = ("ct.nii.gz", "truth_labels.nii.gz", "truth_labels.json", "truth_findings.nii.gz",
-           "truth_findings.json", "truth.json", "report.json", "report.md", "report.html")
+           "truth_findings.json", "truth.json")
 
 
 def run(args) -> int:
     from ..atomic import write_json
-    from ..errors import InputError
     from ..phantom import make_phantom
+    from ..pipeline import analyze
+    from ..pipeline.output_folder import OutputFolder
+    from ..pipeline.outputs import write_all
     from ..progress import TqdmProgress
     from ..volume import write_nifti
-
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder name.")
-    existing = [name for name in OUTPUTS if (out / name).exists()]
-    if existing and not args.overwrite:
-        raise InputError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace them "
-                         "or choose another --out folder.")
-    with TqdmProgress("phantom", disable=args.quiet or None) as bar:
-        phantom = make_phantom(args.preset, seed=args.seed, findings=args.findings, contrast=args.contrast,
-                               arms=args.arms, breasts=args.breasts, progress=bar)
-    out.mkdir(parents=True, exist_ok=True)
-    write_nifti(phantom.volume, out / "ct.nii.gz")
-    write_nifti(phantom.labels, out / "truth_labels.nii.gz")
-    write_nifti(phantom.findings_map, out / "truth_findings.nii.gz")
-    if not phantom.findings_map.names:  # no findings: still say so explicitly
-        write_json(out / "truth_findings.json", {})
-    write_json(out / "truth.json", phantom.truth)
-    _print_summary(phantom, out)
-    if args.phantom_only:
-        return 0
-
-    from ..pipeline import analyze
-    from ..pipeline.outputs import write_all
     from .report import print_summary
 
-    with TqdmProgress("report", disable=args.quiet or None) as bar:
-        analysis = analyze(phantom.volume, segmenter="builtin", progress=lambda f, m: bar(0.95 * f, m))
-        bar(0.95, "writing")
-        write_all(out, analysis, meta={"ct": str(out / "ct.nii.gz")})
-        bar(1.0, "done")
-    print_summary(analysis.report, out)
+    folder = OutputFolder(args.out, overwrite=args.overwrite, own_names=OUTPUTS, command="demo")
+    with folder as staging:
+        with TqdmProgress("phantom", disable=args.quiet or None) as bar:
+            phantom = make_phantom(args.preset, seed=args.seed, findings=args.findings, contrast=args.contrast,
+                                   arms=args.arms, breasts=args.breasts, progress=bar)
+        write_nifti(phantom.volume, staging / "ct.nii.gz")
+        write_nifti(phantom.labels, staging / "truth_labels.nii.gz")
+        write_nifti(phantom.findings_map, staging / "truth_findings.nii.gz")
+        if not phantom.findings_map.names:  # no findings: still say so explicitly
+            write_json(staging / "truth_findings.json", {})
+        write_json(staging / "truth.json", phantom.truth)
+        if not args.phantom_only:
+            with TqdmProgress("report", disable=args.quiet or None) as bar:
+                analysis = analyze(phantom.volume, segmenter="builtin", progress=lambda f, m: bar(0.95 * f, m))
+                bar(0.95, "writing")
+                write_all(staging, analysis, meta={"ct": str(folder.out / "ct.nii.gz")})
+                bar(1.0, "done")
+    _print_summary(phantom, folder.out)
+    if not args.phantom_only:
+        print_summary(analysis.report, folder.out)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .. import __version__
@@ -50,13 +51,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so a closed pipe (`| head`) is caught below, not at interpreter exit
+        return code
     except MedRegionCTError as error:
         print(f"medregionct {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"medregionct {args.command}: interrupted; outputs already complete were kept.", file=sys.stderr)
+        print(f"medregionct {args.command}: interrupted; completed results were kept and nothing half-written "
+              "was left.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`medregionct info ... | head`): stop quietly, like `cat` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--no-lesions", action="store_true", help="skip the lesion candidate search")
     p.add_argument("--no-ct-check", action="store_true",
                    help="load even when the intensities do not look like CT Hounsfield units")
+    p.add_argument("--series", metavar="UID_OR_NUMBER",
+                   help="which series to read when a DICOM folder holds several (SeriesInstanceUID or series number)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out (the whole folder: nothing of the earlier run stays)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -37,7 +41,10 @@ def run(args) -> int:
     from ..anatomy import load_schema
     from ..errors import InputError, MissingDependencyError
     from ..measure import measure
+    from ..pipeline import prepare_volume
+    from ..pipeline.output_folder import OutputFolder
     from ..pipeline.outputs import write_measurements
+    from ..pipeline.scope import scan_scope
     from ..progress import TqdmProgress
     from ..segment import get_segmenter
     from ..volume import read_volume
@@ -53,21 +60,25 @@ def run(args) -> int:
             segmenter = get_segmenter("builtin")
         except MissingDependencyError as error:
             raise MissingDependencyError(f"cannot segment without --labels: {error}") from None
-    out = Path(args.out).expanduser()
+    inputs = [Path(args.ct)] + [Path(p) for p in (args.labels, args.label_table) if p]
+    folder = OutputFolder(args.out, overwrite=args.overwrite, inputs=inputs, command="measure")
     report = TqdmProgress(desc="measure", disable=args.no_progress or None)
 
     try:
-        report(0.0, "reading the CT")
-        volume = read_volume(args.ct, check_ct=not args.no_ct_check)
-        report(0.05, f"labels ({segmenter.name})")
-        labelmap = segmenter.segment(volume, progress=lambda f, m: report(0.05 + 0.45 * f, m))
-        result = measure(volume, labelmap, schema=schema, progress=lambda f, m: report(0.5 + 0.5 * f, m),
-                         lesions=not args.no_lesions)
+        with folder as staging:
+            report(0.0, "reading the CT")
+            volume = prepare_volume(read_volume(args.ct, check_ct=not args.no_ct_check, series=args.series))
+            report(0.05, f"labels ({segmenter.name})")
+            labelmap = segmenter.segment(volume, progress=lambda f, m: report(0.05 + 0.45 * f, m))
+            result = measure(volume, labelmap, schema=schema, progress=lambda f, m: report(0.5 + 0.5 * f, m),
+                             lesions=not args.no_lesions)
+            scope = scan_scope(labelmap, volume)
+            write_measurements(staging, result, {"ct": str(args.ct),
+                                                 "labels": str(args.labels) if args.labels else "builtin segmenter",
+                                                 "scope": scope})
     finally:
         report.close()
-    out.mkdir(parents=True, exist_ok=True)
-    write_measurements(out, result, {"ct": str(args.ct),
-                                     "labels": str(args.labels) if args.labels else "builtin segmenter"})
+    out = folder.out
     print(f"{out}: {len(result.structures)} structures, {len(result.regions)} regions, "
           f"{len(result.lesions)} lesion candidates")
     for sentences in result.sentences.values():

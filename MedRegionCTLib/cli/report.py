@@ -88,7 +88,13 @@ def add_parser(sub) -> None:
                         "default) or replace (put the measured statement in their place)")
     p.add_argument("--no-ct-check", action="store_true",
                    help="load even when the intensities do not look like CT Hounsfield units")
-    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    p.add_argument("--series", metavar="UID_OR_NUMBER",
+                   help="which series to read when a DICOM folder holds several (SeriesInstanceUID or series number)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out (the whole folder: nothing of the earlier run stays)")
+    p.add_argument("--allow-non-chest", action="store_true",
+                   help="report on a scan that does not look like a chest CT (no lungs) instead of stopping; "
+                        "its report then holds no lung or pleura statements")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -108,33 +114,45 @@ def run(args) -> int:
     from ..anatomy import load_schema
     from ..errors import InputError
     from ..pipeline import analyze
-    from ..pipeline.outputs import REPORT_FILES, parse_formats, write_all
+    from ..pipeline.output_folder import OutputFolder
+    from ..pipeline.outputs import parse_formats, write_all
     from ..progress import TqdmProgress
     from ..volume import read_volume
+    from ..volume.grid_checks import shear
 
     formats = parse_formats(args.formats)
     schema = load_schema(args.schema)
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder name.")
-    existing = [name for name in REPORT_FILES.values() if (out / name).exists()]
-    if existing and not args.overwrite:
-        raise InputError(f"{out} already holds {', '.join(existing)}; pass --overwrite to replace it or choose "
-                         "another --out folder.")
     ct = Path(args.ct).expanduser()
     if "dicom" in formats and not ct.is_dir():
         raise InputError("--formats dicom needs a DICOM series folder as the CT; drop 'dicom' for this input.")
     engine, engine_options = engine_from_args(args)
     seg_options = segmenter_options(args)
-    with TqdmProgress("report", disable=args.no_progress or None) as bar:
+    folder = OutputFolder(args.out, overwrite=args.overwrite, inputs=[ct, *label_inputs(args)], command="report")
+    with TqdmProgress("report", disable=args.no_progress or None) as bar, folder as staging:
         bar(0.0, "reading the CT")
-        volume = read_volume(ct, check_ct=not args.no_ct_check)
+        volume = read_volume(ct, check_ct=not args.no_ct_check, series=args.series)
+        if "dicom" in formats and shear(volume.affine, volume.shape).needs_resampling:
+            raise InputError("this DICOM series is gantry-tilted (sheared): it is analysed on a grid along the "
+                             "patient axes, where no DICOM SEG of the series' own slices can be made; drop "
+                             "'dicom' from --formats.")
         analysis = analyze(volume, segmenter=args.method, schema=schema, reporter=engine,
                            lesions=not args.no_lesions, progress=lambda f, m: bar(0.05 + 0.9 * f, m),
                            segmenter_options=seg_options, reporter_options=engine_options,
-                           grounding=args.grounding)
+                           grounding=args.grounding, allow_non_chest=args.allow_non_chest)
         bar(0.95, "writing")
-        write_all(out, analysis, formats=formats, dicom_source=ct if ct.is_dir() else None, meta={"ct": str(ct)})
+        write_all(staging, analysis, formats=formats, dicom_source=ct if ct.is_dir() else None,
+                  meta={"ct": str(ct)})
         bar(1.0, "done")
-    print_summary(analysis.report, out)
+    print_summary(analysis.report, folder.out)
     return 0
+
+
+def label_inputs(args) -> list[Path]:
+    """The label files a --method labels:FILE / --label-table / --map run reads (never inside --out)."""
+    paths = []
+    if args.method.strip().lower().startswith("labels:"):
+        paths.append(Path(args.method.split(":", 1)[1]))
+    for name in ("label_table", "mapping"):
+        if getattr(args, name, None):
+            paths.append(Path(getattr(args, name)))
+    return paths

@@ -27,19 +27,24 @@ def add_parser(sub) -> None:
     add_segmenter_arguments(p)
     p.add_argument("--no-ct-check", action="store_true",
                    help="load even when the intensities do not look like CT Hounsfield units")
+    p.add_argument("--series", metavar="UID_OR_NUMBER",
+                   help="which series to read when a DICOM folder holds several (SeriesInstanceUID or series number)")
     p.add_argument("--json", action="store_true", help="print one JSON summary instead of text")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results already in --out (the whole folder: nothing of the earlier run stays)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def add_segmenter_arguments(p) -> None:
     """--method, --schema and the TotalSegmentator / label-import options (shared with `report` and `batch`)."""
-    p.add_argument("--method", default="builtin", metavar="METHOD",
-                   help="builtin (default), totalsegmentator, or labels:FILE to import an existing label "
+    p.add_argument("--method", default="auto", metavar="METHOD",
+                   help="auto (default: TotalSegmentator when it and its weights are installed, else builtin), "
+                        "builtin, totalsegmentator, or labels:FILE to import an existing label "
                         "map, Slicer .seg.nrrd or TotalSegmentator output (file or folder)")
     p.add_argument("--schema", default="radgenome10", metavar="SCHEMA",
                    help="region schema: radgenome10 (default), medregion6, or a schema JSON file")
-    ts = p.add_argument_group("TotalSegmentator options (--method totalsegmentator)")
+    ts = p.add_argument_group("TotalSegmentator options (--method totalsegmentator, or auto when it is chosen)")
     ts.add_argument("--fast", action="store_true", default=None, help="3 mm model instead of 1.5 mm (faster)")
     ts.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where to run it (default cpu)")
     ts.add_argument("--task", action="append", default=None, metavar="TASK", dest="tasks",
@@ -61,7 +66,7 @@ def segmenter_options(args) -> dict:
     ts_given = {k: v for k, v in (("fast", args.fast), ("device", args.device), ("tasks", args.tasks),
                                   ("weights_dir", args.weights)) if v is not None}
     label_given = {k: v for k, v in (("table", args.label_table), ("mapping", args.mapping)) if v is not None}
-    if method in ("totalsegmentator", "totalseg", "ts"):
+    if method in ("auto", "totalsegmentator", "totalseg", "ts"):
         if label_given:
             raise InputError("--label-table/--map apply to --method labels:FILE only; drop them.")
         return ts_given
@@ -78,33 +83,46 @@ def segmenter_options(args) -> dict:
 
 def run(args) -> int:
     from ..anatomy import build_regions, load_schema
+    from ..pipeline import prepare_volume
+    from ..pipeline.output_folder import OutputFolder
     from ..pipeline.outputs import write_segmentation
     from ..progress import TqdmProgress
     from ..segment import get_segmenter
     from ..volume import read_volume
+    from .report import label_inputs
 
     schema = load_schema(args.schema)  # fail on a bad schema before any long work
     segmenter = get_segmenter(args.method, **segmenter_options(args))
-    out = Path(args.out).expanduser()
+    folder = OutputFolder(args.out, overwrite=args.overwrite, inputs=[Path(args.ct), *label_inputs(args)],
+                          command="segment")
     report = TqdmProgress(desc="segment", disable=args.no_progress or None)
 
     try:
-        report(0.0, "reading the CT")
-        volume = read_volume(args.ct, check_ct=not args.no_ct_check)
-        report(0.1, f"segmenting ({segmenter.name})")
-        # The segmenter's own progress fills 10-80 % of the bar.
-        labelmap = segmenter.segment(volume, progress=lambda f, m: report(0.1 + 0.7 * f, m))
-        report(0.8, "building region masks")
-        regions = build_regions(labelmap, schema, volume)
-        report(0.9, "writing")
-        summary = write_segmentation(out, labelmap, regions, schema, args.method)
-        report(1.0, "done")
+        with folder as staging:
+            report(0.0, "reading the CT")
+            volume = prepare_volume(read_volume(args.ct, check_ct=not args.no_ct_check, series=args.series))
+            report(0.1, f"segmenting ({segmenter.name})")
+            # The segmenter's own progress fills 10-80 % of the bar.
+            labelmap = segmenter.segment(volume, progress=lambda f, m: report(0.1 + 0.7 * f, m))
+            report(0.8, "building region masks")
+            regions = build_regions(labelmap, schema, volume)
+            report(0.9, "writing")
+            method = segmenter.name if args.method.strip().lower() == "auto" else args.method
+            summary = write_segmentation(staging, labelmap, regions, schema, method)
+            report(1.0, "done")
     finally:
         report.close()
+    out = folder.out
+    summary["out"] = str(out)
     if args.json:
         print(json.dumps(summary))
         return 0
     print(f"{out}: {len(labelmap.names)} classes in labels.nii.gz, schema {schema.name}")
+    print(f"  segmentation: {segmenter.name} ({segmenter.selection['reason']})")
+    if not summary["labels"]["chest_ct"]:
+        print(f"  not a chest CT: {summary['labels']['chest_ct_reason']}")
+    for note in summary["labels"]["limitations"]:
+        print(f"  limitation: {note}")
     not_found = summary["labels"]["not_found"]
     if not_found:
         more = f" ... ({len(not_found) - 12} more in labels.json)" if len(not_found) > 12 else ""

@@ -16,7 +16,8 @@ from ..measure import measure
 from ..progress import Steps, check_cancel
 from ..report import Report, ReportCase, Reporter
 from ..report.document import Provenance
-from ..volume import LabelMap, Volume, read_volume
+from ..volume import LabelMap, Volume, check_spacing, orthogonalize, read_volume, resample_like
+from .scope import limit_reports, require_chest, scan_scope
 
 
 @dataclass
@@ -73,16 +74,31 @@ def _versions() -> dict:
             "scipy": scipy.__version__, "scikit-image": skimage.__version__}
 
 
-def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measurement", labelmap=None,
+def prepare_volume(volume: Volume, what: str = "the CT") -> Volume:
+    """``volume`` ready for analysis: a plausible voxel spacing (else :class:`GeometryError`), and on an
+    orthogonal grid (a sheared grid, e.g. gantry tilt, is resampled; ``meta["orthogonalized"]`` says so)."""
+    if not isinstance(volume, Volume):
+        raise InputError(f"expected a Volume, got {type(volume).__name__}; read the CT with read_volume first.")
+    check_spacing(volume.spacing, what)
+    return orthogonalize(volume)
+
+
+def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measurement", labelmap=None,
             lesions: bool = True, progress=None, cancel=None, segmenter_options: dict | None = None,
-            reporter_options: dict | None = None, grounding: str = "flag") -> Analysis:
+            reporter_options: dict | None = None, grounding: str = "flag", allow_non_chest: bool = False) -> Analysis:
     """Segment ``volume`` (a :class:`Volume` or a path), measure every region of ``schema`` and report on it.
 
-    ``segmenter``: a name for :func:`segment.get_segmenter` ("builtin", "totalsegmentator", "labels:FILE") or a
-    segmenter object; ignored when ``labelmap`` (a LabelMap on the CT grid) is given. ``reporter``: see
+    ``segmenter``: a name for :func:`segment.get_segmenter` ("auto": the best engine installed, "builtin",
+    "totalsegmentator", "labels:FILE") or a segmenter object; ignored when ``labelmap`` (a LabelMap on the CT
+    grid) is given. Which engine ran and why goes into the report header (``provenance.scope["segmentation"]``;
+    a given label map may carry its own in ``labelmap.meta["segmentation"]``). ``reporter``: see
     :func:`get_reporter`. ``progress(fraction, message)`` and ``cancel`` as everywhere in the library.
     ``grounding``: what happens to a statement the measurements contradict ("flag": kept and recorded in
     ``report.contradictions``; "replace": the measured statement instead; see :mod:`report.grounding`).
+
+    A scan that is not a chest CT raises :class:`NotChestCTError` after segmentation unless
+    ``allow_non_chest``; then its report holds no lung or pleura statements and says why in
+    ``provenance.scope``. A thin slab's report keeps only what the slab shows (:mod:`.scope`).
     """
     from ..report.grounding import POLICIES
 
@@ -95,24 +111,38 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     if not isinstance(volume, Volume):
         source = "file"
         volume = read_volume(volume, progress=None, cancel=cancel)
+    original_grid = volume
+    volume = prepare_volume(volume)
     schema = load_schema(schema)
     engine = get_reporter(reporter, **(reporter_options or {}))
     timings["read"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     if labelmap is not None:
-        if not volume.same_grid(labelmap):
+        if not original_grid.same_grid(labelmap):
             raise InputError("the label map is not on the CT's grid; resample it onto the CT (or segment this CT).")
-        segmenter_name = "given label map"
+        if volume is not original_grid:  # the CT was put on an orthogonal grid: its labels go with it
+            labelmap = resample_like(labelmap, volume)
+        selection = labelmap.meta.get("segmentation") or {"engine": "given label map",
+                                                          "requested": "given label map",
+                                                          "reason": "a label map was given"}
+        segmenter_name = selection["engine"]
         steps.advance("label map given")
     else:
         from ..segment import get_segmenter
 
         seg = get_segmenter(segmenter, **(segmenter_options or {})) if isinstance(segmenter, str) else segmenter
-        segmenter_name = segmenter if isinstance(segmenter, str) else type(segmenter).__name__
+        segmenter_name = segmenter if isinstance(segmenter, str) else getattr(seg, "name", type(seg).__name__)
+        if segmenter_name == "auto":
+            segmenter_name = seg.name
+        selection = getattr(seg, "selection", None) or {"engine": segmenter_name, "requested": segmenter_name,
+                                                        "reason": "chosen by the caller"}
         labelmap = seg.segment(volume, progress=lambda f, m: steps.report(f, f"segmenting: {m}"), cancel=cancel)
         steps.advance("segmented")
     timings["segment"] = time.perf_counter() - t
+    scope = scan_scope(labelmap, volume)
+    if not allow_non_chest:
+        require_chest(scope, str(volume.meta.get("source") or "the CT"))
 
     t = time.perf_counter()
     regions = build_regions(labelmap, schema, volume)
@@ -124,6 +154,7 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     t = time.perf_counter()
     case = ReportCase(volume=volume, labelmap=labelmap, schema=schema, regions=regions, measurements=measurements)
     region_reports = engine.write(case, progress=lambda f, m: steps.report(f, f"reporting: {m}"), cancel=cancel)
+    region_reports = limit_reports(region_reports, scope, schema, regions, labelmap)
     check_cancel(cancel, "the analysis")
     from ..report.grounding import ground  # one checker for every engine's text
 
@@ -135,11 +166,13 @@ def analyze(volume, segmenter="builtin", schema="radgenome10", reporter="measure
     provenance = Provenance(
         segmenter=segmenter_name, reporter=engine.name, schema=schema.name, versions=_versions(),
         settings={"lesions": lesions, "segmenter_options": dict(segmenter_options or {}),
-                  "reporter": engine.settings(), "grounding": grounding},
+                  "reporter": engine.settings(), "grounding": grounding,
+                  "allow_non_chest": bool(allow_non_chest)},
         timings_s={k: round(v, 3) for k, v in timings.items()},
         input={"source": source, "shape": list(volume.shape), "spacing_mm": [float(s) for s in volume.spacing],
                "orientation": volume.orientation},
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), scope=scope)
+    provenance.scope["segmentation"] = dict(selection)
     report = Report(regions=region_reports, provenance=provenance,
                     impression=[s.text for r in region_reports for s in r.sentences if s.findings],
                     contradictions=contradictions)

@@ -22,6 +22,7 @@ from ..errors import CancelledError, InputError, MedRegionCTError
 from ..progress import check_cancel, is_cancelled
 from ..volume.nifti import NIFTI_SUFFIXES, nifti_stem
 from ..volume.readers import is_ct_source
+from .output_folder import check_writable_folder, swap_into_place
 from .outputs import DEFAULT_FORMATS, REPORT_FILES
 
 SUMMARY_FILE = "batch.json"
@@ -100,13 +101,12 @@ def process_case(name: str, source: str, out_dir: str, options: dict) -> CaseRes
                            schema=options.get("schema", "radgenome10"),
                            reporter=options.get("reporter", "measurement"), lesions=options.get("lesions", True),
                            reporter_options=options.get("reporter_options"),
-                           segmenter_options=options.get("segmenter_options"))
+                           segmenter_options=options.get("segmenter_options"),
+                           allow_non_chest=options.get("allow_non_chest", False))
         dicom_source = source if Path(source).is_dir() else None
         formats = [f for f in options.get("formats", DEFAULT_FORMATS) if f != "dicom" or dicom_source]
         write_all(partial, analysis, formats=formats, dicom_source=dicom_source, meta={"ct": source})
-        if final.exists():  # an unfinished folder from an earlier, interrupted run
-            shutil.rmtree(final)
-        os.replace(partial, final)
+        swap_into_place(partial, final)  # replaces an unfinished folder of an earlier, interrupted run
         return CaseResult(name, source, "done", time.perf_counter() - start,
                           findings=len(analysis.report.findings))
     except Exception as error:  # one bad case must not stop the batch: record it and go on
@@ -123,10 +123,11 @@ def _worker_init(threads: int) -> None:
 def run_batch(input_dir, out_dir, workers: int = 1, segmenter: str = "builtin", schema: str = "radgenome10",
               reporter: str = "measurement", formats=DEFAULT_FORMATS, lesions: bool = True,
               reporter_options: dict | None = None, segmenter_options: dict | None = None, progress=None,
-              cancel=None, on_case=None) -> BatchResult:
+              cancel=None, on_case=None, allow_non_chest: bool = False) -> BatchResult:
     """Analyse every CT in ``input_dir`` into ``out_dir/<case>/``; skips finished cases, records failures.
 
     ``workers`` > 1 runs cases in separate processes. ``on_case(CaseResult)`` is called as each case ends.
+    A scan that is not a chest CT fails its case (:class:`NotChestCTError`) unless ``allow_non_chest``.
     """
     if workers < 1:
         raise InputError(f"--workers {workers}: give 1 or more worker processes.")
@@ -134,13 +135,10 @@ def run_batch(input_dir, out_dir, workers: int = 1, segmenter: str = "builtin", 
     if not cases:
         raise InputError(f"{input_dir} holds no CT (NIfTI, NRRD, MetaImage or DICOM series folder); check the "
                          "folder.")
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; give a folder.")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable_folder(out_dir)
     options = {"segmenter": segmenter, "schema": schema, "reporter": reporter, "formats": tuple(formats),
                "lesions": lesions, "reporter_options": reporter_options,
-               "segmenter_options": segmenter_options}
+               "segmenter_options": segmenter_options, "allow_non_chest": allow_non_chest}
     result = BatchResult(out_dir=str(out), ignored=ignored)
     todo = []
     for name, path in cases.items():

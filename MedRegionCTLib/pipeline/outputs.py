@@ -46,10 +46,15 @@ def rows_to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_segmentation(out: Path, labelmap, regions, schema, method: str) -> dict:
-    """Write labels.nii.gz, labels.json, regions/<key>.nii.gz and regions.json; returns the summary."""
-    from ..volume import LabelMap, write_nifti
+def write_segmentation(out: Path, labelmap, regions, schema, method: str, scope: dict | None = None) -> dict:
+    """Write labels.nii.gz, labels.json, regions/<key>.nii.gz and regions.json; returns the summary.
 
+    labels.json carries the scan's scope (``scope.scan_scope``): whether it is a chest CT and why, the
+    segmenter's notes, the body-axis coverage and the limitations that follow."""
+    from ..volume import LabelMap, write_nifti
+    from .scope import scan_scope
+
+    scope = scope if scope is not None else scan_scope(labelmap)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # names={} so write_nifti writes no sidecar: labels.json below carries names and the not-found list.
@@ -62,6 +67,11 @@ def write_segmentation(out: Path, labelmap, regions, schema, method: str) -> dic
         "method": method,
         "names_from": meta.get("names_from", ""),
         "index_table": "MedRegionCTLib/data/totalsegmentator_classes.json (other names: indices from 1000)",
+        "chest_ct": scope["chest_ct"],
+        "chest_ct_reason": scope["chest_ct_reason"],
+        "notes": list(scope["notes"]),
+        "coverage": scope["coverage"],
+        "limitations": list(scope["limitations"]),
     }
     write_json(out / "labels.json", labels_info)
     voxel_ml = labelmap.voxel_volume_ml
@@ -128,6 +138,6 @@ def write_all(out: Path, analysis, formats=DEFAULT_FORMATS, dicom_source=None, m
     """Segmentation, measurements and report of one analysed CT into ``out``."""
     out = Path(out)
     write_segmentation(out, analysis.labelmap, analysis.regions, analysis.schema,
-                       analysis.report.provenance.segmenter)
+                       analysis.report.provenance.segmenter, scope=analysis.report.provenance.scope or None)
     write_measurements(out, analysis.measurements, meta)
     return write_report(out, analysis, formats, dicom_source=dicom_source)

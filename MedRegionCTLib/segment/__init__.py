@@ -1,7 +1,9 @@
 """Layer `segment`: segmenters behind one interface (see :mod:`.base`) and the registry that picks one.
 
-``get_segmenter("builtin" | "totalsegmentator" | "labels:FILE", **options)``:
+``get_segmenter("auto" | "builtin" | "totalsegmentator" | "labels:FILE", **options)``:
 
+- ``auto`` (the default): TotalSegmentator when it and its weights are installed, the built-in segmenter
+  otherwise (:func:`.totalsegmentator.best_method`); the segmenter's ``selection`` says which and why;
 - ``builtin``: the classical chest segmenter (no weights),
   ``MedRegionCTLib.segment.builtin.BuiltinSegmenter``;
 - ``totalsegmentator``: :class:`.totalsegmentator.TotalSegmentatorSegmenter` (options ``fast``, ``device``,
@@ -20,7 +22,7 @@ import inspect
 from ..errors import InputError, MissingDependencyError
 from .base import Segmenter
 
-METHODS = ("builtin", "totalsegmentator", "labels:FILE")
+METHODS = ("auto", "builtin", "totalsegmentator", "labels:FILE")
 _ALIASES = {"builtin": "builtin", "classical": "builtin", "totalsegmentator": "totalsegmentator",
             "totalseg": "totalsegmentator", "ts": "totalsegmentator"}
 
@@ -43,9 +45,20 @@ def _builtin_class():
             "labels:FILE.") from None
 
 
-def get_segmenter(method: str = "builtin", **options) -> Segmenter:
-    """A segmenter by method name; ``options`` go to its constructor."""
+def get_segmenter(method: str = "auto", **options) -> Segmenter:
+    """A segmenter by method name; ``options`` go to its constructor (for ``auto``: TotalSegmentator's ``fast``,
+    ``device``, ``tasks``, ``weights_dir``, used when it is chosen). The segmenter's ``selection`` dict says
+    which engine runs and why (the report header shows it)."""
     text = str(method).strip()
+    if text.lower() == "auto":
+        from .totalsegmentator import best_method
+
+        chosen, ts_options, reason = best_method(bool(options.get("fast", False)), options.get("weights_dir"),
+                                                 options.get("tasks"))
+        ts_options = {**options, **ts_options} if chosen == "totalsegmentator" else {}
+        segmenter = get_segmenter(chosen, **ts_options)
+        segmenter.selection = {"engine": segmenter.name, "requested": "auto", "reason": reason}
+        return segmenter
     if text.lower().startswith("labels:"):
         from .labels_import import LabelFileSegmenter
 
@@ -69,7 +82,10 @@ def get_segmenter(method: str = "builtin", **options) -> Segmenter:
     except TypeError as error:
         raise InputError(f"segmentation method {text!r} does not take these options ({error}); "
                          "drop them or choose another method.") from None
-    return cls(*args, **options)
+    segmenter = cls(*args, **options)
+    segmenter.selection = {"engine": getattr(segmenter, "name", text), "requested": text,
+                           "reason": "chosen by the user"}
+    return segmenter
 
 
 __all__ = ["METHODS", "Segmenter", "get_segmenter"]

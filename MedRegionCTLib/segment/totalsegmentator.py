@@ -38,6 +38,7 @@ from ..volume.nifti import is_nifti_path, nifti_stem
 
 DEFAULT_TASKS = ("total",)
 EXTRA_CHEST_TASKS = ("lung_vessels", "trunk_cavities", "pleural_pericard_effusion", "lung_nodules", "breasts")
+LESION_TASKS = ("lung_nodules", "pleural_pericard_effusion")  # run by default when installed with weights
 
 
 # --- the task table ------------------------------------------------------------------------------------
@@ -357,6 +358,50 @@ def _download_hint(tasks: dict[str, list[int]], fast: bool) -> str:
     command = _task_data()["download_command"]
     names = [f"{t}_fast" if fast and task_supports_fast(t) else t for t in tasks]
     return " and ".join(f"`{command.format(task=n)}`" for n in names)
+
+
+def installed_tasks() -> list[str] | None:
+    """The tasks the installed TotalSegmentator package knows (its ``class_map``), None when it is absent."""
+    if not totalsegmentator_installed():
+        return None
+    try:
+        from totalsegmentator.map_to_binary import class_map
+    except Exception:  # a broken installation: treated as absent by the callers
+        return None
+    return list(class_map)
+
+
+def availability(fast: bool = False, weights_dir=None) -> tuple[bool, str]:
+    """``(usable, why)``: can TotalSegmentator's task 'total' run here without installing or downloading?"""
+    if not totalsegmentator_installed():
+        return False, "the TotalSegmentator package is not installed (`pip install TotalSegmentator`)"
+    folder = Path(weights_dir).expanduser() if weights_dir else totalsegmentator_weights_dir()
+    missing = missing_weights(["total"], fast=fast, weights_dir=folder)
+    if missing:
+        ids = ", ".join(f"Dataset{i:03d}" for i in missing["total"])
+        return False, f"TotalSegmentator's weights for task 'total' ({ids}) are not in {folder}"
+    return True, f"TotalSegmentator and its weights for task 'total' are installed (in {folder})"
+
+
+def best_method(fast: bool = False, weights_dir=None, tasks: Iterable[str] | None = None) -> tuple[str, dict, str]:
+    """The best segmentation engine available: ``(method, options, reason)``.
+
+    TotalSegmentator when it and its weights are installed, with the lesion tasks (``lung_nodules``,
+    ``pleural_pericard_effusion``) the installed version knows and whose weights are there, unless ``tasks``
+    names the extra tasks; the built-in segmenter otherwise. ``reason`` says why, for the report header.
+    """
+    usable, why = availability(fast, weights_dir)
+    if not usable:
+        return "builtin", {}, f"TotalSegmentator cannot run here ({why}); the built-in segmenter needs no weights"
+    folder = Path(weights_dir).expanduser() if weights_dir else totalsegmentator_weights_dir()
+    if tasks is None:
+        known = installed_tasks() or []
+        tasks = [t for t in LESION_TASKS if t in known and not missing_weights([t], weights_dir=folder)]
+    options = {"fast": fast, "tasks": list(tasks)}
+    if weights_dir:
+        options["weights_dir"] = weights_dir
+    extra = f" with {', '.join(tasks)}" if tasks else ""
+    return "totalsegmentator", options, f"best engine available: {why}{extra}"
 
 
 class TotalSegmentatorSegmenter:

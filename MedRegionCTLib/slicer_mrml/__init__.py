@@ -16,39 +16,62 @@ usable without them.
 - :mod:`.texts`: report -> ``vtkMRMLTextNode`` (plain text) plus a JSON text node that restores the Report.
 - :mod:`.support`: Qt-free parts of the Slicer module: engine choice with consent, the report panel's
   clickable paragraphs and export, a thread job the GUI polls.
+- :mod:`.controller`: the module's state and decisions (which job runs, button states, consent, engine and
+  segmentation choices, the last result without full-grid arrays), Qt-free.
+- :mod:`.requirements`: which Python packages are missing or too old (standard library only, no numpy).
+- :mod:`.totalsegmentator_extension`: driving the TotalSegmentator Slicer extension (its real ``process``
+  signature, its log lines as progress, cancel, cleanup of partial nodes).
+
+Names are resolved on first use (PEP 562), so ``requirements`` and ``controller`` import before numpy is
+installed into Slicer's Python.
 
 Layer: after ``pipeline`` in DESIGN.md's order (it may import volume, anatomy, segment, measure, report and
 pipeline); nothing else in the library imports it, only the Slicer module does.
 """
 
-from ._mrml import mrml_available, require_mrml
-from .segmentations import (
-    REGION_KEY_TAG,
-    TARGET_TAG,
-    regions_to_segmentation,
-    segment_id_of_region,
-    segment_tag,
-    segment_target_ras,
-    segmentation_to_labelmap,
-)
-from .support import (
-    ThreadJob,
-    export_report,
-    load_api_key,
-    region_key_from_link,
-    report_panel_html,
-    reporter_for_engine,
-    store_api_key,
-)
-from .tables import measurements_to_table, rows_to_table, table_to_rows
-from .texts import REPORT_JSON_ROLE, report_from_text_node, report_to_text_node
-from .volumes import labelmap_node_to_labelmap, node_ijk_to_ras, node_to_volume, volume_to_node
+from __future__ import annotations
 
-__all__ = [
-    "REGION_KEY_TAG", "REPORT_JSON_ROLE", "TARGET_TAG", "ThreadJob", "export_report", "labelmap_node_to_labelmap",
-    "load_api_key", "measurements_to_table", "mrml_available", "node_ijk_to_ras", "node_to_volume",
-    "region_key_from_link", "regions_to_segmentation", "report_from_text_node", "report_panel_html",
-    "report_to_text_node", "reporter_for_engine", "require_mrml", "rows_to_table", "segment_id_of_region",
-    "segment_tag", "segment_target_ras", "segmentation_to_labelmap", "store_api_key", "table_to_rows",
-    "volume_to_node"
-]
+import importlib
+
+_WHERE = {
+    "mrml_available": "._mrml",
+    "require_mrml": "._mrml",
+    "REGION_KEY_TAG": ".segmentations",
+    "TARGET_TAG": ".segmentations",
+    "region_masks_from_segmentation": ".segmentations",
+    "regions_to_segmentation": ".segmentations",
+    "segment_id_of_region": ".segmentations",
+    "segment_tag": ".segmentations",
+    "segment_target_ras": ".segmentations",
+    "segmentation_to_labelmap": ".segmentations",
+    "ThreadJob": ".support",
+    "export_report": ".support",
+    "load_api_key": ".support",
+    "region_key_from_link": ".support",
+    "report_panel_html": ".support",
+    "reporter_for_engine": ".support",
+    "store_api_key": ".support",
+    "measurements_to_table": ".tables",
+    "rows_to_table": ".tables",
+    "table_to_rows": ".tables",
+    "REPORT_JSON_ROLE": ".texts",
+    "report_from_text_node": ".texts",
+    "report_to_text_node": ".texts",
+    "labelmap_node_to_labelmap": ".volumes",
+    "node_ijk_to_ras": ".volumes",
+    "node_to_volume": ".volumes",
+    "volume_to_node": ".volumes",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

@@ -189,31 +189,31 @@ def segment_target_ras(node, segment_id: str) -> np.ndarray | None:
     return None if center is None else np.asarray(center, dtype=np.float64)
 
 
-def segmentation_to_labelmap(node, grid, mapping=None) -> LabelMap:
-    """A :class:`LabelMap` on ``grid`` (the CT Volume) from a segmentation node: one class per segment, named
-    by the segment name mapped to TotalSegmentator names (``mapping`` first, then as written, then normalised);
-    where segments overlap, the segment listed first keeps the voxel (counted in
-    ``meta["overlap_voxels_kept_by_earlier_class"]``)."""
+def _segments(node):
+    """The segments of a segmentation node as ``[(segment_id, segment)]``, checked to be usable."""
+    if node is None or not node.IsA("vtkMRMLSegmentationNode"):
+        raise InputError("expected a segmentation node; select a segmentation (or let MedRegionCT segment).")
+    segmentation = node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0:
+        raise InputError(f"segmentation '{node.GetName()}' has no segments; segment the CT first.")
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    return [(sid, segmentation.GetSegment(sid)) for sid in ids]
+
+
+def _segment_masks(node, grid, order=None):
+    """``(segment_id, segment, mask on grid)`` for the segments of ``node`` (a segmentation node; in ``order``,
+    a list of segment indices, when given), resampled onto ``grid`` (the CT Volume) in world coordinates. One
+    mask at a time; segments sharing one layer are resampled once."""
     slicer = require_mrml()
     import vtk
     from vtk.util.numpy_support import vtk_to_numpy
 
-    from ..anatomy import LabelTable, paint_label
-    from ..segment.labels_import import read_name_mapping
-    from ..segment.totalsegmentator import _apply_mapping, _finish
-
-    if node is None or not node.IsA("vtkMRMLSegmentationNode"):
-        raise InputError("expected a segmentation node; select a segmentation (or let MedRegionCT segment).")
+    segments = _segments(node)
     segmentation = node.GetSegmentation()
-    n = segmentation.GetNumberOfSegments()
-    if n == 0:
-        raise InputError(f"segmentation '{node.GetName()}' has no segments; segment the CT first.")
     binary = _binary_name(slicer)
     if not segmentation.ContainsRepresentation(binary) and not segmentation.CreateRepresentation(binary):
         raise InputError(f"segmentation '{node.GetName()}' could not be converted to a binary labelmap; "
                          "convert it in the Segmentations module and run again.")
-    mapping = read_name_mapping(mapping)
-    table = LabelTable.default()
     affine = np.asarray(grid.affine, dtype=np.float64)
     shape = tuple(int(s) for s in grid.shape)
     reference = _oriented_image(slicer, affine, (0, shape[0] - 1, 0, shape[1] - 1, 0, shape[2] - 1))
@@ -225,15 +225,9 @@ def segmentation_to_labelmap(node, grid, mapping=None) -> LabelMap:
         m = vtk.vtkMatrix4x4()
         transform.GetMatrixTransformToWorld(m)
         to_world = matrix_to_numpy(m)
-    ids = [segmentation.GetNthSegmentID(i) for i in range(n)]
-    names = [_apply_mapping(segmentation.GetSegment(s).GetName() or s, mapping, table) for s in ids]
-    table, added = table.with_names(names)
-    order = sorted(range(n), key=lambda i: (table.index(names[i]) >= 1000, i))
-    array = np.zeros(shape, dtype=np.uint16 if max(table.names) < 65536 else np.uint32)
     layers: dict[str, np.ndarray] = {}
-    found, lost = set(), {}
-    for i in order:
-        segment = segmentation.GetSegment(ids[i])
+    for i in order if order is not None else range(len(segments)):
+        segment_id, segment = segments[i]
         layer = segment.GetRepresentation(binary)
         key = layer.__this__  # the C++ address: segments in one shared layer are resampled once
         if key not in layers:
@@ -259,7 +253,36 @@ def segmentation_to_labelmap(node, grid, mapping=None) -> LabelMap:
                 if all(s.stop > s.start for s in dst):
                     out[tuple(dst)] = vals[tuple(src)]
             layers[key] = out
-        mask = layers[key] == segment.GetLabelValue()
+        yield segment_id, segment, layers[key] == segment.GetLabelValue()
+
+
+def region_masks_from_segmentation(node, grid) -> dict[str, np.ndarray]:
+    """``{region key: mask on grid}`` from a segmentation written by :func:`regions_to_segmentation` (segments
+    without a region key are left out). The scene keeps the regions; the module rebuilds them from here when it
+    needs them (HTML key images) instead of holding full-grid arrays for the whole session."""
+    return {segment_tag(segment, REGION_KEY_TAG): mask for _sid, segment, mask in _segment_masks(node, grid)
+            if segment_tag(segment, REGION_KEY_TAG)}
+
+
+def segmentation_to_labelmap(node, grid, mapping=None) -> LabelMap:
+    """A :class:`LabelMap` on ``grid`` (the CT Volume) from a segmentation node: one class per segment, named
+    by the segment name mapped to TotalSegmentator names (``mapping`` first, then as written, then normalised);
+    where segments overlap, the segment listed first keeps the voxel (counted in
+    ``meta["overlap_voxels_kept_by_earlier_class"]``)."""
+    from ..anatomy import LabelTable, paint_label
+    from ..segment.labels_import import read_name_mapping
+    from ..segment.totalsegmentator import _apply_mapping, _finish
+
+    segments = _segments(node)
+    mapping = read_name_mapping(mapping)
+    table = LabelTable.default()
+    names = [_apply_mapping(segment.GetName() or sid, mapping, table) for sid, segment in segments]
+    table, added = table.with_names(names)
+    order = sorted(range(len(segments)), key=lambda i: (table.index(names[i]) >= 1000, i))
+    shape = tuple(int(s) for s in grid.shape)
+    array = np.zeros(shape, dtype=np.uint16 if max(table.names) < 65536 else np.uint32)
+    found, lost = set(), {}
+    for i, (_sid, _segment, mask) in zip(order, _segment_masks(node, grid, order)):
         if mask.any():
             found.add(names[i])
             kept_elsewhere = paint_label(array, mask, table.index(names[i]))
@@ -268,4 +291,4 @@ def segmentation_to_labelmap(node, grid, mapping=None) -> LabelMap:
     meta = {"source": f"slicer segmentation '{node.GetName()}'", "reader": "slicer segmentation node",
             "names_from": "segment names", "not_found": sorted(set(names) - found),
             "unknown_names": [a for a in added if a in found], "overlap_voxels_kept_by_earlier_class": lost}
-    return _finish(array, affine, table, meta)
+    return _finish(array, np.asarray(grid.affine, dtype=np.float64), table, meta)

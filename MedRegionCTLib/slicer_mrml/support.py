@@ -3,7 +3,8 @@
 - :func:`reporter_for_engine`: the report engine the module's choices stand for (a server needs consent);
 - :func:`load_api_key` / :func:`store_api_key`: the server API key in the system keyring (never in Slicer's
   settings or the scene; without a keyring the module keeps it for the session only);
-- :func:`report_panel_html`: one clickable paragraph per region (the link names the region's index);
+- :func:`report_panel_html`: the header (scope: which segmentation engine ran and why, ...), the
+  contradictions, then one clickable paragraph per region (the link names the region's index);
 - :func:`region_key_from_link`: the region key a clicked link stands for;
 - :func:`export_report`: JSON, Markdown, HTML or DICOM SR file of a report;
 - :class:`ThreadJob`: work in a worker thread whose progress and end the GUI thread polls (so MRML is only
@@ -65,11 +66,60 @@ def reporter_for_engine(engine: str, server_url: str = "", api_key: str | None =
     raise InputError(f"unknown report engine {engine!r}; use {' or '.join(ENGINES)}.")
 
 
+def _plain(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return "; ".join(f"{k.replace('_', ' ')}: {_plain(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(_plain(v) for v in value)
+    return str(value)
+
+
+def scope_lines(report) -> list[tuple[str, str]]:
+    """The report header as ``(label, text)`` lines: which segmentation engine ran and why, whether the scan is
+    a chest CT, then the notes, quality checks, coverage and limitations the chain recorded."""
+    scope = dict(getattr(report.provenance, "scope", None) or {})
+    lines = []
+    choice = scope.pop("segmentation", None)
+    if isinstance(choice, dict):
+        engine = choice.get("engine") or report.provenance.segmenter
+        reason = choice.get("reason", "")
+        lines.append(("Segmentation", f"{engine}: {reason}" if reason else engine))
+    elif report.provenance.segmenter:
+        lines.append(("Segmentation", report.provenance.segmenter))
+    if "chest_ct" in scope:
+        chest = scope.pop("chest_ct")
+        lines.append(("Chest CT", "yes" if chest else "NO: the scan does not look like a chest CT; read with care"))
+    for key in ("notes", "quality_checks", "coverage", "limitations"):
+        value = scope.pop(key, None)
+        if value:
+            items = value if isinstance(value, list) else [value]
+            lines += [(key.replace("_", " ").capitalize(), _plain(v)) for v in items]
+    lines += [(key.replace("_", " ").capitalize(), _plain(value)) for key, value in scope.items() if value]
+    return lines
+
+
 def report_panel_html(report, colors: dict | None = None, impression_title: str = "Impression") -> str:
-    """Rich text for a QTextBrowser: the impression, then 'Name: paragraph' per region, each a link
-    ``region:<index>``; ``colors``: region key -> (r, g, b) 0-255 (the segment colours)."""
+    """Rich text for a QTextBrowser: the header (scope: segmentation engine and why, chest CT check, notes,
+    quality checks, coverage, limitations), the contradictions the consistency check recorded, the impression,
+    then 'Name: paragraph' per region, each a link ``region:<index>``; ``colors``: region key -> (r, g, b)
+    0-255 (the segment colours)."""
     colors = colors or {}
     parts = []
+    header = scope_lines(report)
+    if header:
+        items = "".join(f"<li><b>{html.escape(label)}:</b> {html.escape(text)}</li>" for label, text in header)
+        parts.append(f'<div class="scope"><ul>{items}</ul></div>')
+    contradictions = getattr(report, "contradictions", None) or []
+    if contradictions:
+        names = {r.key: r.name for r in report.regions}
+        items = "".join(
+            f"<li><b>{html.escape(names.get(c.region, c.region))}</b>: &ldquo;{html.escape(c.text)}&rdquo; "
+            f"&mdash; states {html.escape(c.claim)}; measured: {html.escape(c.measured)} "
+            f"<i>({'replaced' if c.action == 'replaced' else 'flagged, kept as written'})</i></li>"
+            for c in contradictions)
+        parts.append(f'<h3 style="color:#a00000">Contradicted by the measurements</h3><ul>{items}</ul>')
     if report.impression:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in report.impression)
         parts.append(f"<h3>{html.escape(impression_title)}</h3><ul>{items}</ul>")
@@ -95,7 +145,8 @@ def region_key_from_link(report, link: str) -> str | None:
 def export_report(report, path, fmt: str | None = None, analysis=None, dicom_datasets=None) -> Path:
     """Write ``report`` to ``path`` as ``fmt`` ("json", "md", "html", "dcm"; from the suffix by default).
 
-    ``analysis`` (pipeline.Analysis) adds key images to HTML and numbers to Markdown and DICOM SR;
+    ``analysis`` (pipeline.Analysis, or anything with ``volume``, ``regions`` (RegionMask list or
+    ``{key: mask}``) and ``measurements``) adds key images to HTML and numbers to Markdown and DICOM SR;
     ``dicom_datasets``: the CT series' headers (pydicom datasets or the series' file paths), needed for DICOM SR.
     """
     from ..pipeline.outputs import write_text

@@ -19,6 +19,7 @@ import numpy as np
 from ..data import load_json
 from ..errors import NotCTError, VolumeReadError
 from ..progress import check_cancel
+from .grid_checks import check_spacing
 from .intensity import NO_CT_CHECK_HINT
 from .nifti import one_line
 
@@ -149,7 +150,7 @@ def scan_series(folder: Path) -> tuple[dict[str, _Series], int]:
             path=path, rows=int(ds.Rows), columns=int(ds.Columns),
             position=_floats(ds.get("ImagePositionPatient"), 3),
             orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-            pixel_spacing=tuple(spacing) if spacing is not None and np.all(spacing > 0) else None,
+            pixel_spacing=tuple(spacing) if spacing is not None else None,
             slope=_float(ds.get("RescaleSlope"), 1.0), intercept=_float(ds.get("RescaleIntercept"), 0.0),
             frames=int(_float(ds.get("NumberOfFrames"), 1)), ds=ds))
     return {uid: s for uid, s in series.items() if s.slices}, n_files
@@ -237,6 +238,7 @@ def _series_geometry(s: _Series, what: str):
                               "it cannot be stored on a regular grid: give a series with constant spacing or "
                               "resample it first (e.g. dcm2niix).")
     row_spacing, col_spacing = first.pixel_spacing  # DICOM: (between rows, between columns)
+    check_spacing([col_spacing, row_spacing, mean_step], what)
     lps = np.eye(4)
     lps[:3, 0] = row_dir * col_spacing
     lps[:3, 1] = col_dir * row_spacing

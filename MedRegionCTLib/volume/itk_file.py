@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VolumeReadError
+from .grid_checks import check_spacing
 from .nifti import one_line
 from .shape_checks import spatial_shape
 
@@ -65,6 +66,7 @@ def read_itk_raw(path: Path, what: str):
         raise VolumeReadError(f"{what} has {reader.GetNumberOfComponents()} values per voxel (a vector or "
                               "colour image); give a single-channel CT or label image.")
     shape3 = spatial_shape(reader.GetSize(), what)
+    check_spacing(reader.GetSpacing()[:3], what)  # before reading: ITK fails on a zero spacing with no reason
     keys = set(reader.GetMetaDataKeys())
     header = {k: reader.GetMetaData(k) for k in keys if not k.startswith("ITK_")}
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 from ..atomic import atomic_write, write_json
 from ..errors import InputError, VolumeReadError
 from .core import LabelMap, Volume
+from .grid_checks import check_spacing
 from .shape_checks import spatial_shape
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -57,14 +59,29 @@ def _read_gz_data(path: Path, proxy) -> np.ndarray:
                                order=proxy.order, mmap=False)
 
 
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """nibabel logs header fixes to stderr; the reader reports what matters as one-line errors instead."""
+    from nibabel.imageglobals import logger
+
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
 def read_nifti_raw(path: Path, what: str):
     """Stored (unscaled) array, scl slope/intercept, affine (RAS mm) and technical meta of a NIfTI file."""
     import nibabel as nib
 
     try:
         # mmap=False: the array must not keep the file mapped (it could not be replaced or deleted on
-        # Windows, and in-place scaling must never reach the disk).
-        img = nib.load(str(path), mmap=False)
+        # Windows, and in-place scaling must never reach the disk). nibabel's log line about zero pixdims is
+        # silenced: _stored_pixdim turns them into a clear error.
+        with _quiet_nibabel():
+            img = nib.load(str(path), mmap=False)
     except Exception as error:  # nibabel raises many types for bad headers
         raise VolumeReadError(f"{what} is not a readable NIfTI file ({one_line(error)}); check that it is a "
                               "complete .nii/.nii.gz file, re-export it if needed.") from error
@@ -89,6 +106,8 @@ def read_nifti_raw(path: Path, what: str):
     affine = np.array(img.affine, dtype=np.float64)
     sform_code = int(header.get_sform(coded=True)[1] or 0)
     qform_code = int(header.get_qform(coded=True)[1] or 0)
+    if sform_code <= 0:  # the voxel sizes come from pixdim, which nibabel silently sets to 1 where it is 0
+        check_spacing(_stored_pixdim(path, type(header)), what)
     meta = {"stored_dtype": str(raw.dtype), "rescale": {"slope": float(slope), "intercept": float(inter)},
             "affine_from": "sform" if sform_code > 0 else "qform" if qform_code > 0 else "none"}
     if sform_code <= 0 and qform_code <= 0:
@@ -99,6 +118,14 @@ def read_nifti_raw(path: Path, what: str):
         affine[:3, :] *= _UNIT_TO_MM[unit]
         meta["units_converted"] = f"{unit} -> mm"
     return raw, float(slope), float(inter), affine, meta
+
+
+def _stored_pixdim(path: Path, header_class) -> list[float]:
+    """pixdim[1:4] as stored in the file (nibabel's checked header replaces zeros by 1)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = header_class.from_fileobj(handle, check=False)
+    return [float(v) for v in raw["pixdim"][1:4]]
 
 
 def is_nifti_path(path: Path) -> bool:

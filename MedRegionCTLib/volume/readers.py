@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import InputError, VolumeReadError
 from ..progress import check_cancel
 from .core import LabelMap, Volume
+from .grid_checks import check_spacing
 from .intensity import check_ct_values, native_byte_order, scale_to_hu
 from .itk_file import ITK_SUFFIXES, read_itk_raw, segment_names
 from .nifti import NIFTI_SUFFIXES, nifti_stem, read_nifti_raw, smallest_label_dtype
@@ -92,6 +93,7 @@ def read_volume(path, *, check_ct: bool = True, series=None, progress=None, canc
         raw, affine, meta, _ = read_itk_raw(path, what)
         array = scale_to_hu(raw, 1.0, 0.0, what=what, check_ct=check_ct)
         del raw
+    check_spacing(np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0), what)
     if check_ct:
         meta["ct_check"] = check_ct_values(array, what)
     meta = {"format": meta.pop("format"), "source": str(path), **meta, "dtype": str(array.dtype)}

@@ -222,3 +222,24 @@ def _fill_outside(array: np.ndarray, matrix, offset, source_shape, fill) -> None
             coord = base[a] + (matrix[a, 2] * k + offset[a])
             outside |= (coord < lo) | (coord > hi[a])
         array[:, :, k][outside] = fill
+
+
+def orthogonalize(image, order: int = 1):
+    """``image`` on an orthogonal grid when its axes are sheared (gantry tilt), else ``image`` itself.
+
+    The new grid runs along the patient axes (each index axis along its nearest one, in the same direction),
+    keeps each axis's voxel size along it, and is large enough to hold every voxel (outside the source: air,
+    or 0 for a label map). ``meta["orthogonalized"]`` records the shear in degrees and the original shape.
+    """
+    from .grid_checks import orthogonal_grid, shear
+
+    _check_image(image)
+    found = shear(image.affine, image.shape)
+    if not found.needs_resampling:
+        return image
+    shape, affine = orthogonal_grid(image.affine, image.shape)
+    order = 0 if isinstance(image, LabelMap) else order
+    array = _resample_onto(image, shape, affine, order, _default_fill(image), "scipy")
+    note = {"shear_deg": round(found.degrees, 2), "shift_mm": round(found.shift_mm, 1),
+            "from_shape": list(image.shape), "order": order}
+    return _rebuild(image, array, affine, orthogonalized=note)

@@ -59,7 +59,10 @@ def test_segment_with_label_file_writes_labels_and_regions(case, capsys):
     assert (array == IDX("vertebrae_T7")).sum() == (labels == 4).sum()
     info = json.loads((out / "labels.json").read_text())
     assert info["labels"][str(IDX("heart"))] == "heart"
-    assert set(info["unknown_names"]) == {"lung_left", "lung_right"}  # whole-lung names are not TS classes
+    # whole-lung names are no TotalSegmentator classes; the project table gives them a block of their own
+    assert info["unknown_names"] == []
+    assert info["labels"][str(IDX("lung_left"))] == "lung_left" and IDX("lung_right") == IDX("lung_left") + 1
+    assert info["chest_ct"] is True and info["coverage"]["thin_slab"] is False
     assert info["method"] == f"labels:{label_path}"
     assert "not_found" in info
 

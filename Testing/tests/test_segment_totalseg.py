@@ -252,7 +252,8 @@ def test_merge_extra_task_fills_or_overwrites():
     assert merged.meta["merged"] == ["total", "extra"]
 
 
-# --- the run path, against a stand-in for the absent TotalSegmentator package -------------------------------
+# --- the run path, against a stand-in with the real package's signature (the real package runs end to end in
+# test_segment_totalseg_e2e.py, in an environment of its own) ----------------------------------------------------
 FAKE_API = '''
 import json, os
 from pathlib import Path
@@ -261,8 +262,19 @@ import numpy as np
 
 CALLS = Path(os.environ["FAKE_TS_LOG"])
 
-def totalsegmentator(input, output, ml=False, task="total", fast=False, device="gpu", quiet=False, **kw):
-    """Writes what TotalSegmentator writes with ml=True: the task's labels + names in the header."""
+def totalsegmentator(input, output=None, ml=False, nr_thr_resamp=1, nr_thr_saving=6, fast=False, nora_tag="None",
+                     preview=False, task="total", roi_subset=None, statistics=False, radiomics=False,
+                     crop_path=None, body_seg=False, force_split=False, output_type="nifti", quiet=False,
+                     verbose=False, test=0, skip_saving=False, device="gpu", license_number=None,
+                     statistics_exclude_masks_at_border=True, no_derived_masks=False, v1_order=False,
+                     fastest=False, roi_subset_robust=None, stats_aggregation="mean", remove_small_blobs=False,
+                     statistics_normalized_intensities=False, robust_crop=False,
+                     higher_order_resampling_LEGACY=False, higher_order_resampling=False, save_probabilities=None,
+                     debug=False, report=None, statistics_extra=False, save_lowres=False, resampling_order=1,
+                     plans="nnUNetPlans", model_size="big"):
+    """TotalSegmentator 2.18.0's python_api.totalsegmentator signature, exactly (no **kwargs: an argument it
+    does not take fails here as it would there). Writes what it writes with ml=True: the task's labels + names
+    in the header."""
     with CALLS.open("a") as f:
         f.write(json.dumps({"task": task, "fast": fast, "device": device, "ml": ml,
                             "weights": os.environ.get("TOTALSEG_WEIGHTS_PATH")}) + "\\n")
@@ -283,6 +295,10 @@ def totalsegmentator(input, output, ml=False, task="total", fast=False, device="
     img.header.extensions.append(nib.nifti1.Nifti1Extension(0, xml.encode()))
     nib.save(img, output)
     return img
+'''
+FAKE_MAP = '''
+class_map = {"total": {5: "liver", 51: "heart"}, "trunk_cavities": {4: "mediastinum"},
+             "lung_nodules": {2: "lung_nodules"}}
 '''
 FAKE_CONFIG = '''
 import json, os
@@ -313,6 +329,7 @@ def fake_totalsegmentator(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("")
     (package / "python_api.py").write_text(FAKE_API)
     (package / "config.py").write_text(FAKE_CONFIG)
+    (package / "map_to_binary.py").write_text(FAKE_MAP)
     monkeypatch.syspath_prepend(str(tmp_path / "fake_site"))
     monkeypatch.setenv("FAKE_TS_LOG", str(tmp_path / "calls.jsonl"))
     yield tmp_path
@@ -358,3 +375,47 @@ def test_run_path_refuses_to_download_missing_weights(fake_totalsegmentator, mon
     with pytest.raises(MissingDependencyError, match="Dataset291"):
         segmenter.segment(Volume(np.zeros((4, 4, 4), np.int16), AFFINE))
     assert not (fake_totalsegmentator / "calls.jsonl").exists()  # TotalSegmentator was never called
+
+
+def test_auto_picks_totalsegmentator_only_with_its_weights(fake_totalsegmentator, monkeypatch):
+    from MedRegionCTLib.segment.totalsegmentator import best_method
+
+    weights = fake_totalsegmentator / "weights"
+    weights.mkdir()
+    monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", str(weights))
+    method, options, reason = best_method(fast=True)
+    assert method == "builtin" and options == {} and "Dataset297" in reason and str(weights) in reason
+    segmenter = get_segmenter("auto", fast=True)
+    assert segmenter.name == "builtin" and segmenter.selection["reason"] == reason
+    (weights / "Dataset297_TotalSegmentator_total_3mm_1559subj").mkdir()
+    method, options, reason = best_method(fast=True)
+    assert method == "totalsegmentator" and options == {"fast": True, "tasks": []}
+    assert reason.startswith("best engine available") and "with" not in reason.split("(in")[0]
+    # lesion tasks the installed version knows, once their weights are there (pleural_pericard_effusion is not in
+    # this installation's class_map, so it is never asked for)
+    for name in ("Dataset913_lung_nodules", "Dataset298_TotalSegmentator_total_6mm_1559subj",
+                 "Dataset315_thoraxCT"):
+        (weights / name).mkdir()
+    method, options, reason = best_method(fast=True)
+    assert options["tasks"] == ["lung_nodules"] and reason.endswith("with lung_nodules")
+    segmenter = get_segmenter("auto", fast=True, device="cuda")
+    assert segmenter.name == "totalsegmentator" and segmenter.tasks == ["total", "lung_nodules"]
+    assert segmenter.device == "gpu" and segmenter.selection["requested"] == "auto"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("totalsegmentator") is not None,
+                    reason="TotalSegmentator is installed here; the not-installed reason cannot be exercised")
+def test_auto_without_totalsegmentator_is_the_builtin_segmenter_with_the_reason_in_the_report():
+    from MedRegionCTLib.phantom import make_phantom
+    from MedRegionCTLib.pipeline import analyze
+
+    segmenter = get_segmenter("auto")
+    assert segmenter.name == "builtin" and "TotalSegmentator package is not installed" in segmenter.selection["reason"]
+    assert get_segmenter("builtin").selection == {"engine": "builtin", "requested": "builtin",
+                                                  "reason": "chosen by the user"}
+    ph = make_phantom("tiny", seed=2, findings="none")
+    report = analyze(ph.volume).report
+    assert report.provenance.segmenter == "builtin"
+    assert report.provenance.scope["segmentation"] == segmenter.selection
+    given = analyze(ph.volume, labelmap=ph.labels).report.provenance.scope["segmentation"]
+    assert given["engine"] == "given label map" and given["reason"] == "a label map was given"

@@ -39,6 +39,7 @@ from MedRegionCTLib.slicer_mrml import (
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = ROOT / "MedRegionCT"
 MODULE = MODULE_DIR / "MedRegionCT.py"
+GUI_DIR = MODULE_DIR / "MedRegionCTGui"
 UI = MODULE_DIR / "Resources" / "UI" / "MedRegionCT.ui"
 # Widget class from the name's suffix (checked for every widget of the .ui, so the rule holds)
 SUFFIX_CLASS = (("CollapsibleButton", "ctkCollapsibleButton"), ("PathLineEdit", "ctkPathLineEdit"),
@@ -76,15 +77,19 @@ def _expected_class(name):
 
 
 # --- the .ui and the module code ----------------------------------------------------------------------------
+def _gui_text():
+    return "\n".join(f.read_text(encoding="utf-8") for f in [MODULE, *sorted(GUI_DIR.glob("*.py"))])
+
+
 def test_ui_widgets_used_by_the_module_exist_with_their_class():
     widgets = _ui_widgets()
     assert widgets.pop("MedRegionCT").get("class") == "qMRMLWidget"
     for name, w in widgets.items():
         assert _expected_class(name) == w.get("class"), f"{name} is a {w.get('class')}"
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE.read_text(encoding="utf-8")))
+    used = set(re.findall(r"self\.ui\.(\w+)", _gui_text())) | set(re.findall(r"gui\.ui\.(\w+)", _gui_text()))
     assert len(used) >= 20
     missing = used - set(widgets)
-    assert not missing, f"MedRegionCT.py uses widgets the .ui lacks: {sorted(missing)}"
+    assert not missing, f"the module uses widgets the .ui lacks: {sorted(missing)}"
     # the widgets a user needs are all there
     for name in ("inputVolumeSelector", "segmentationSourceComboBox", "schemaComboBox", "engineComboBox",
                  "serverUrlLineEdit", "apiKeyLineEdit", "testConnectionButton", "consentCheckBox", "applyButton",
@@ -95,9 +100,12 @@ def test_ui_widgets_used_by_the_module_exist_with_their_class():
 
 def test_parameter_bindings_match_the_parameter_node():
     tree = _module_tree()
-    wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MedRegionCTParameterNode")
+    wrapper = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "MedRegionCTParameterNode")
     assert any(getattr(d, "id", None) == "parameterNodeWrapper" for d in wrapper.decorator_list)
     fields = {s.target.id: ast.unparse(s.annotation) for s in wrapper.body if isinstance(s, ast.AnnAssign)}
+    defaults = {s.target.id: ast.literal_eval(s.value) for s in wrapper.body if isinstance(s, ast.AnnAssign)
+                and s.value is not None}
+    assert defaults["segmentationSource"] == "auto"  # the best engine available by default
     bound = {}
     for name, w in _ui_widgets().items():
         param = _prop(w, "SlicerParameterName")
@@ -115,39 +123,90 @@ def test_parameter_bindings_match_the_parameter_node():
     assert _prop(widgets["apiKeyLineEdit"], "SlicerParameterName") is None
     assert _prop(widgets["consentCheckBox"], "SlicerParameterName") is None
     assert _prop(widgets["consentCheckBox"], "checked") == "false"
-    text = MODULE.read_text(encoding="utf-8")
+    text = _gui_text()
     assert "QSettings" not in text and "settingsValue" not in text  # no plain-text settings for the key
 
 
-def test_module_file_passes_ruff_and_compiles(tmp_path):
-    py_compile.compile(str(MODULE), cfile=str(tmp_path / "m.pyc"), doraise=True)
+def test_module_files_parse_on_python_39_and_pass_ruff(tmp_path):
+    """Slicer 5.6/5.8 ship Python 3.9: the module and its Qt package must parse there, so that an old Slicer
+    reaches the version check and says what is wrong instead of failing on a syntax error."""
+    files = [MODULE, *sorted(GUI_DIR.glob("*.py"))]
+    assert {f.name for f in files} >= {"MedRegionCT.py", "bootstrap.py", "widget.py", "panel.py", "jobs.py"}
+    for f in files:
+        py_compile.compile(str(f), cfile=str(tmp_path / "m.pyc"), doraise=True)
+        ast.parse(f.read_text(encoding="utf-8"), filename=str(f), feature_version=(3, 9))
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):  # 3.10 builtins and runtime unions that 3.9 parses but cannot run
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "zip":
+                assert not [k for k in node.keywords if k.arg == "strict"], f"{f.name}: zip(strict=) needs 3.10"
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("isinstance", "issubclass"):
+                assert not isinstance(node.args[1], ast.BinOp), f"{f.name}: isinstance(x, A | B) needs 3.10"
+            assert not isinstance(node, ast.Match), f"{f.name}: match needs 3.10"
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert ruff, "ruff is part of the test extra"
-    run = subprocess.run([ruff, "check", "--no-cache", str(MODULE)], cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run([ruff, "check", "--no-cache", "--target-version", "py39", *map(str, files)], cwd=ROOT,
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert len(MODULE.read_text(encoding="utf-8").splitlines()) < 600  # thin glue
 
 
-def test_module_imports_and_installs():
+def _load_bootstrap():
+    spec = importlib.util.spec_from_file_location("bootstrap_under_test", GUI_DIR / "bootstrap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_supported_versions_are_stated_once_and_enforced():
+    """Defect: the README said 5.10 or later but nothing enforced it."""
+    bootstrap = _load_bootstrap()
+    assert bootstrap.unsupported_reason((5, 10), (3, 12)) is None
+    assert bootstrap.unsupported_reason((5, 11), (3, 12)) is None
+    message = bootstrap.unsupported_reason((5, 8), (3, 9))
+    assert message.startswith("MedRegionCT needs 3D Slicer 5.10 or later (Python 3.10+); this is Slicer 5.8 with "
+                              "Python 3.9.") and "\n" not in message
+    assert bootstrap.unsupported_reason((5, 6), (3, 9)) and bootstrap.unsupported_reason((5, 10), (3, 9))
+    version = ".".join(map(str, bootstrap.MIN_SLICER))
+    cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert f'set(MedRegionCT_MINIMUM_SLICER_VERSION "{version}")' in cmake
+    assert "Slicer_VERSION VERSION_LESS MedRegionCT_MINIMUM_SLICER_VERSION" in cmake and "FATAL_ERROR" in cmake
+    assert f"3D Slicer {version} or later" in (ROOT / "README.md").read_text(encoding="utf-8")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["requires-python"] == ">={}.{}".format(*bootstrap.MIN_PYTHON)
+
+
+def test_library_is_found_beside_the_module_or_in_the_checkout_never_installed(tmp_path, monkeypatch):
+    """Defect: when the library was missing the module ran `pip install MedRegionCTLib`, a name no index has."""
+    bootstrap = _load_bootstrap()
+    assert Path(bootstrap.find_library(str(MODULE_DIR))) == ROOT / "MedRegionCTLib"  # importable here
+    import importlib.util as iu
+
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None)
+    checkout = tmp_path / "checkout"
+    (checkout / "MedRegionCTLib").mkdir(parents=True)
+    (checkout / "MedRegionCTLib" / "__init__.py").write_text("")
+    (checkout / "MedRegionCT").mkdir()
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert Path(bootstrap.find_library(str(checkout / "MedRegionCT"))) == checkout / "MedRegionCTLib"
+    assert sys.path[0] == str(checkout)
+    with pytest.raises(ImportError, match="reinstall MedRegionCT from the Extensions Manager"):
+        bootstrap.find_library(str(tmp_path / "elsewhere" / "MedRegionCT"))
+    text = _gui_text()
+    assert not re.search(r"pip_install\([^)]*MedRegionCTLib", text) and "LIBRARY_REQUIREMENT" not in text
+    assert "torch" not in "".join(re.findall(r"pip_install\(([^)]*)\)", text))
+
+
+def test_module_imports_nothing_heavy_at_import_time():
     tree = _module_tree()
     top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     modules = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module.split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
     assert "MedRegionCTLib" not in modules, "the library is imported on first use, never at module import"
-    assert modules <= {"importlib", "logging", "os", "dataclasses", "qt", "slicer", "vtk"}
-    values = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id.endswith("REQUIREMENTS"):
-            values[node.targets[0].id] = ast.literal_eval(node.value)
-    core = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
-
-    def norm(spec):
-        return re.sub(r"\s+", "", spec).lower()
-
-    assert sorted(norm(s) for s in values["CORE_REQUIREMENTS"].values()) == sorted(norm(s) for s in core)
-    for requirements in values.values():
-        assert not [s for s in requirements.values() if norm(s).startswith(("torch", "transformers", "monai"))]
-    assert "torch" not in "".join(re.findall(r"pip_install\(([^)]*)\)", MODULE.read_text(encoding="utf-8")))
+    assert modules <= {"contextlib", "logging", "os", "sys", "slicer", "MedRegionCTGui"}
+    for f in GUI_DIR.glob("*.py"):
+        top = [n for n in ast.parse(f.read_text(encoding="utf-8")).body if isinstance(n, ast.Import | ast.ImportFrom)]
+        names = {a.name.split(".")[0] for n in top if isinstance(n, ast.Import) for a in n.names}
+        names |= {(n.module or "").split(".")[0] for n in top if isinstance(n, ast.ImportFrom)}
+        assert "MedRegionCTLib" not in names, f"{f.name} imports the library at import time"
 
 
 # --- extension metadata ------------------------------------------------------------------------------------
@@ -216,7 +275,8 @@ def _shipping_rule():
 def test_module_cmake_lists_its_files():
     text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "slicerMacroBuildScriptedModule(" in text and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in text
-    assert _listed("MODULE_PYTHON_SCRIPTS") == ["${MODULE_NAME}.py"]
+    gui = sorted(f"MedRegionCTGui/{f.name}" for f in GUI_DIR.glob("*.py"))
+    assert _listed("MODULE_PYTHON_SCRIPTS") == ["${MODULE_NAME}.py", *gui]
     resources = [r.replace("${MODULE_NAME}", "MedRegionCT") for r in _listed("MODULE_PYTHON_RESOURCES")]
     assert sorted(resources) == ["Resources/Icons/MedRegionCT.png", "Resources/UI/MedRegionCT.ui"]
     for r in resources:
@@ -307,6 +367,37 @@ def test_report_panel_links_lead_to_their_region():
     assert region_key_from_link(report, "region:9") is None
     assert "rgb(128,174,128)" in html and "Trachea &amp; bronchi &lt;main&gt;" in html
     assert "(outside field of view)" in html and "<h3>Impression</h3>" in html
+
+
+def test_report_panel_shows_the_scope_header_and_contradictions():
+    """The panel says which segmentation engine ran and why, what the scope header holds, and every statement the
+    measurements contradict (report format v2)."""
+    from MedRegionCTLib.report.document import Contradiction
+    from MedRegionCTLib.slicer_mrml.support import scope_lines
+
+    report = _report()
+    report.provenance.segmenter = "builtin"
+    report.provenance.scope = {
+        "segmentation": {"engine": "built-in segmenter", "requested": "auto",
+                         "reason": "TotalSegmentator cannot run here (not installed)"},
+        "chest_ct": True, "notes": ["slices 5 mm thick"], "quality_checks": {"lungs_found": True},
+        "coverage": {"lung_apices": "cut"}, "limitations": ["lobes placed by geometric zones"]}
+    report.contradictions = [Contradiction(region="lung", sentence=0, text="No nodule is seen.",
+                                           claim="nodule absent", measured="nodule 8.0 mm, right upper lobe")]
+    lines = scope_lines(report)
+    assert lines[0] == ("Segmentation", "built-in segmenter: TotalSegmentator cannot run here (not installed)")
+    assert ("Chest CT", "yes") in lines and ("Notes", "slices 5 mm thick") in lines
+    assert ("Quality checks", "lungs found: yes") in lines and ("Coverage", "lung apices: cut") in lines
+    assert ("Limitations", "lobes placed by geometric zones") in lines
+    html = report_panel_html(report)
+    assert html.index("Segmentation:") < html.index("Contradicted by the measurements") < html.index("Impression")
+    assert "&ldquo;No nodule is seen.&rdquo;" in html and "nodule 8.0 mm, right upper lobe" in html
+    assert "flagged, kept as written" in html
+    report.provenance.scope = {"chest_ct": False}
+    report.contradictions = []
+    assert "NO: the scan does not look like a chest CT" in report_panel_html(report)
+    assert "Contradicted" not in report_panel_html(report)
+    assert scope_lines(report)[0] == ("Segmentation", "builtin")  # a version-1 report: no reason recorded
 
 
 def test_export_report(tmp_path):

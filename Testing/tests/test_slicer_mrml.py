@@ -389,7 +389,10 @@ def _load_module(monkeypatch):
     for name, module in (("qt", qt), ("slicer.ScriptedLoadableModule", base),
                          ("slicer.parameterNodeWrapper", wrapper), ("slicer.i18n", i18n)):
         monkeypatch.setitem(sys.modules, name, module)
+    # the application object: only its version (Slicer 5.10) is read at import
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=10), raising=False)
     path = Path(__file__).resolve().parents[2] / "MedRegionCT" / "MedRegionCT.py"
+    monkeypatch.syspath_prepend(str(path.parent))
     spec = importlib.util.spec_from_file_location("MedRegionCT_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -428,7 +431,13 @@ def test_module_logic_process_headless(case, monkeypatch):
     for region in schema.regions:
         assert f"{region.name}:" in result.reportNode.GetText()
     assert sm.report_from_text_node(result.reportNode).to_json() == result.report.to_json()
-    assert result.report.provenance.segmenter == "given label map"
+    assert result.report.provenance.segmenter == "existing segmentation"
+    assert result.report.provenance.scope["segmentation"] == {
+        "engine": "existing segmentation", "requested": "segmentation",
+        "reason": "a segmentation from the scene, chosen by the user"}
+    # 'auto' without the TotalSegmentator extension: the built-in segmenter, and the reason says why
+    choice = logic.chooseSegmentation("auto")
+    assert choice.source == "builtin" and "the TotalSegmentator extension is not installed" in choice.reason
     # consent is enforced before anything runs
     with pytest.raises(InputError, match="consent"):
         logic.process(volume_node, engine="server", serverUrl="https://gpu.example.org:8750")
@@ -447,9 +456,12 @@ def test_module_uses_existing_slicer_api():
 
     import slicer.util
 
-    text = (Path(__file__).resolve().parents[2] / "MedRegionCT" / "MedRegionCT.py").read_text(encoding="utf-8")
+    module_dir = Path(__file__).resolve().parents[2] / "MedRegionCT"
+    text = "\n".join(f.read_text(encoding="utf-8") for f in [module_dir / "MedRegionCT.py",
+                                                              *(module_dir / "MedRegionCTGui").glob("*.py")])
     used = set(re.findall(r"slicer\.util\.(\w+)", text))
-    assert {"pip_install", "loadUI", "childWidgetVariables", "tryWithErrorDisplay", "getModuleLogic"} <= used
+    assert {"pip_install", "loadUI", "childWidgetVariables", "tryWithErrorDisplay", "confirmOkCancelDisplay",
+            "mainWindow", "selectModule", "reloadScriptedModule"} <= used
     assert not [name for name in used if not hasattr(slicer.util, name)]
     assert hasattr(slicer.vtkSlicerMarkupsLogic, "JumpSlicesToLocation")
     assert hasattr(slicer.vtkMRMLSegmentationDisplayNode, "SetSegmentVisibility")

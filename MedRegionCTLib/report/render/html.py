@@ -21,6 +21,7 @@ from .markdown import (
     findings_rows,
     flagged_sentences,
     provenance_line,
+    scope_lines,
 )
 from .units import measurement_part, measurement_rows, region_headline
 
@@ -239,7 +240,9 @@ def to_html(report: Report, volume=None, regions=None, measurements=None, *, lab
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
-           f"<header><h1>{escape(title)}</h1><p>{escape(provenance_line(report))}</p></header><main>"]
+           f"<header><h1>{escape(title)}</h1><p>{escape(provenance_line(report))}</p>"
+           + "".join(f'<p class="scope"><strong>Scope:</strong> {escape(text)}</p>' for text in scope_lines(report))
+           + "</header><main>"]
     nav = []
     for region in report.regions:
         color = colors.get(region.key, DEFAULT_COLOR)

@@ -29,6 +29,11 @@ def provenance_line(report: Report) -> str:
     return " · ".join(parts) or "provenance not recorded"
 
 
+def scope_lines(report: Report) -> list[str]:
+    """The limitations of the scan stated in the report header (``provenance.scope["limitations"]``)."""
+    return [str(text) for text in (report.provenance.scope or {}).get("limitations", [])]
+
+
 def _cell(text) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
@@ -72,7 +77,9 @@ def flagged_sentences(report: Report) -> dict[str, set[int]]:
 def to_markdown(report: Report, measurements=None, title: str = "Chest CT report, region by region") -> str:
     """The report as Markdown. ``measurements`` (``measure.Measurements`` or its JSON) supplies each region's
     volume and attenuation where the report carries no headline numbers of its own."""
-    lines = [f"# {title}", "", f"_{provenance_line(report)}_", "", "## Impression", ""]
+    lines = [f"# {title}", "", f"_{provenance_line(report)}_", ""]
+    lines += [line for text in scope_lines(report) for line in (f"> **Scope:** {text}", "")]
+    lines += ["## Impression", ""]
     lines += [f"- {item}" for item in report.impression] or ["No abnormal finding was identified."]
     if report.contradictions:
         lines += ["", "## Contradicted by the measurements", "",

@@ -24,6 +24,7 @@ from .lungs import Lungs, find_lungs
 from .mediastinum import Mediastinum, contrast_blood, find_mediastinum, redo_heart
 from .neck_and_wall import abdominal_cavity, find_breasts, find_thyroid
 from .painting import Painter, paint_airways_and_bones, paint_body, paint_lungs
+from .thin_slab import is_thin_slab, segment_thin_slab
 
 # what the segmenter looks for; the ones it cannot find go to meta["not_found"]
 LOOKED_FOR = ["body_trunc", "lung_upper_lobe_left", "lung_lower_lobe_left", "lung_upper_lobe_right",
@@ -62,6 +63,8 @@ class BuiltinSegmenter:
             self.params["coarse_mm"] = float(coarse_mm)
 
     def segment(self, volume: Volume, progress: ProgressCallback | None = None, cancel=None) -> LabelMap:
+        if is_thin_slab(volume):  # too few slices for the 3D steps: lungs slice by slice
+            return segment_thin_slab(volume, self.params, LOOKED_FOR, progress, cancel)
         steps = Steps(progress, total=10, cancel=cancel, what="built-in segmentation")
         steps.report(0.0, "preparing the working grids")
         grid = Grid(volume, self.params["coarse_mm"])
