@@ -25,6 +25,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "train": "train",
     "serve": "serve",
+    "import-reg2rg": "import_reg2rg",
 }
 
 

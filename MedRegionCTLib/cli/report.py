@@ -16,8 +16,16 @@ from .segment import add_segmenter_arguments, segmenter_options
 def add_engine_arguments(p) -> None:
     """--reporter, --server, --api-key-file, --formats, --no-lesions (shared with `batch`)."""
     p.add_argument("--reporter", default="measurement", metavar="ENGINE",
-                   help="report engine: measurement (default; offline, no weights) or model:CHECKPOINT_DIR "
-                        "(a local model; needs the [model] extra)")
+                   help="report engine: measurement (default; offline, no weights), model:CHECKPOINT_DIR (a local "
+                        "model; needs the [model] extra), llm:LLM_DIR (any local instruction-tuned LLM with a chat "
+                        "template writes from the measurements, zero-shot) or llm:http://HOST:PORT/v1 (the same "
+                        "prompts to an OpenAI-compatible chat-completions endpoint: vLLM, TGI, Ollama, llama.cpp)")
+    p.add_argument("--llm-path", default=None, metavar="DIR",
+                   help="model: the base language model folder on this machine (overrides the one the checkpoint "
+                        "names); llm: the LLM folder or endpoint (overrides the one after 'llm:')")
+    p.add_argument("--llm-model", default=None, metavar="NAME",
+                   help="llm:http://... endpoints: the served model's name (default: the first the endpoint lists); "
+                        "its API key, if any, from $MEDREGIONCT_LLM_API_KEY")
     p.add_argument("--server", default=None, metavar="URL",
                    help="send the case to a MedRegionCT report server instead (image on the model's grid, "
                         "region masks and measurements; no patient identifiers)")
@@ -44,7 +52,25 @@ def engine_from_args(args) -> tuple[str, dict]:
         elif os.environ.get("MEDREGIONCT_API_KEY"):
             options["api_key"] = os.environ["MEDREGIONCT_API_KEY"]
         return f"server:{args.server}", options
-    return args.reporter, {}
+    reporter = args.reporter.strip()
+    options: dict = {}
+    ts = args.method.strip().lower() in ("totalsegmentator", "totalseg", "ts")
+    if reporter.startswith(("model:", "llm:")):
+        if args.device:  # --device places the report engine too (and TotalSegmentator when that segments)
+            options["device"] = args.device
+            if not ts:
+                args.device = None
+        if args.llm_path:
+            options["llm_path"] = args.llm_path
+    elif args.llm_path or (args.device and not ts):
+        raise InputError("--device applies to --method totalsegmentator and the model:/llm: reporters, --llm-path "
+                         "to the model:/llm: reporters; drop them or choose such an engine.")
+    if reporter.startswith("llm:"):
+        if args.llm_model:
+            options["model"] = args.llm_model
+        if os.environ.get("MEDREGIONCT_LLM_API_KEY"):
+            options["api_key"] = os.environ["MEDREGIONCT_LLM_API_KEY"]
+    return reporter, options
 
 
 def add_parser(sub) -> None:
@@ -57,6 +83,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     add_segmenter_arguments(p)
     add_engine_arguments(p)
+    p.add_argument("--grounding", default="flag", choices=["flag", "replace"],
+                   help="statements the measurements contradict: flag (keep them, marked, listed in the report; "
+                        "default) or replace (put the measured statement in their place)")
     p.add_argument("--no-ct-check", action="store_true",
                    help="load even when the intensities do not look like CT Hounsfield units")
     p.add_argument("--series", metavar="UID_OR_NUMBER",
@@ -73,6 +102,9 @@ def add_parser(sub) -> None:
 def print_summary(report, out: Path) -> None:
     print(f"{out}: report of {len(report.regions)} regions ({report.provenance.segmenter} segmentation, "
           f"{report.provenance.reporter} reporter, {report.provenance.timings_s.get('total', 0):.1f} s)")
+    if report.contradictions:
+        print(f"  {len(report.contradictions)} statement(s) contradicted by the measurements "
+              f"({report.contradictions[0].action}; listed in the report)")
     width = max((len(r.name) for r in report.regions), default=0)
     for r in report.regions:
         print(f"  {r.name:<{width}}  {r.paragraph}")
@@ -106,7 +138,7 @@ def run(args) -> int:
         analysis = analyze(volume, segmenter=args.method, schema=schema, reporter=engine,
                            lesions=not args.no_lesions, progress=lambda f, m: bar(0.05 + 0.9 * f, m),
                            segmenter_options=seg_options, reporter_options=engine_options,
-                           allow_non_chest=args.allow_non_chest)
+                           grounding=args.grounding, allow_non_chest=args.allow_non_chest)
         bar(0.95, "writing")
         write_all(staging, analysis, formats=formats, dicom_source=ct if ct.is_dir() else None,
                   meta={"ct": str(ct)})

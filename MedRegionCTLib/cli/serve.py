@@ -14,8 +14,17 @@ def add_parser(sub) -> None:
                     "uvicorn), or keep the default 127.0.0.1 and put a TLS reverse proxy in front (with response "
                     "buffering off for the event stream). SIGINT/SIGTERM drain the queue: every job is finished or "
                     "failed explicitly before the server exits.")
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="checkpoint folder written by save_pretrained, or 'tiny' (random tiny model, CPU test mode)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", metavar="DIR",
+                      help="checkpoint folder written by save_pretrained or `medregionct import-reg2rg`, or 'tiny' "
+                           "(random tiny model, CPU test mode)")
+    what.add_argument("--llm", metavar="DIR",
+                      help="a local instruction-tuned LLM folder with a chat template (Llama-3.x-Instruct, "
+                           "Qwen2.5-Instruct, MedGemma, ...): it writes each region from the measured facts the client "
+                           "sends (zero-shot, no image); the client checks the text against its measurements")
+    p.add_argument("--llm-path", metavar="DIR", default=None,
+                   help="with --model: the base language model folder on this machine (overrides the one the "
+                        "checkpoint names)")
     p.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (default: cuda when available)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8750, help="port (default: %(default)s)")
@@ -53,7 +62,10 @@ def run(args) -> int:
     settings = ServerSettings(max_request_bytes=int(args.max_request_mb * (1 << 20)), max_queue=args.max_queue,
                               max_batch=args.max_batch, job_timeout_s=args.job_timeout,
                               drain_timeout_s=args.drain_timeout, upload_timeout_s=args.upload_timeout)
+    if args.llm_path and not args.model:
+        raise InputError("--llm-path goes with --model (the checkpoint's base LM); with --llm give the folder itself.")
     serve(args.model, host=args.host, port=args.port, device=args.device, schema=args.schema,
           api_keys_file=args.api_keys, settings=settings, ssl_keyfile=args.ssl_keyfile,
-          ssl_certfile=args.ssl_certfile, log_level=args.log_level, rows_per_generate=args.rows_per_generate)
+          ssl_certfile=args.ssl_certfile, log_level=args.log_level, rows_per_generate=args.rows_per_generate,
+          llm=args.llm, llm_path=args.llm_path)
     return 0

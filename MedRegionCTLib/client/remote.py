@@ -46,7 +46,13 @@ class RemoteReporter:
         if schema is not None and schema != served:
             raise InputError(f"the report server at {self.url} reports on schema {served!r}, but this case was built "
                              f"with {schema!r}; analyse it with schema={served!r}.")
-        result = self.client.report(case_from_report_case(case), progress=progress, cancel=cancel)
+        payload = case_from_report_case(case)
+        if info["model"].get("kind") == "llm":  # a text-only LLM server writes from the measured facts
+            from ..report.llm_writer import measured_reference, region_facts
+
+            facts = region_facts(case, measured_reference(case))
+            payload["attributes"] = {key: "\n".join(lines) for key, lines in facts.items() if lines}
+        result = self.client.report(payload, progress=progress, cancel=cancel)
         paragraphs = result.get("regions", {})
         out = []
         for region in case.regions:

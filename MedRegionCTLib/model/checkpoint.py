@@ -74,12 +74,63 @@ def save_checkpoint(model, directory) -> Path:
     if llm_saved:
         base_model(model.llm).save_pretrained(str(directory / LLM_DIR)) if train != "lora" else \
             _save_base_without_lora(model.llm, directory / LLM_DIR)
-    config.save(directory / CONFIG_NAME)
+    portable_config(config, directory, llm_saved).save(directory / CONFIG_NAME)
     manifest = {"format": CHECKPOINT_FORMAT, "encoders": ENCODERS, "tokenizer": TOKENIZER_DIR,
                 "adapter": ADAPTER_DIR if train == "lora" else None, "llm": LLM_DIR if llm_saved else None,
                 "vision2d_weights_saved": bool(v2.enabled and not vision2d_from_folder)}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return directory
+
+
+MODELS_ENV = "MEDREGIONCT_MODELS"  # a folder holding base models by name (Llama-2-7b-hf/, siglip-so400m/, ...)
+
+
+def portable_config(config: MedRegionModelConfig, directory: Path, llm_saved: bool) -> MedRegionModelConfig:
+    """A copy of ``config`` whose base-weight folders are stored relative to the checkpoint folder, so a copied
+    checkpoint (another machine, another mount point) finds them again, or by name through ``$MEDREGIONCT_MODELS``
+    or an explicit ``llm_path``. Folders stored inside the checkpoint are not referenced at all."""
+    import os
+
+    out = MedRegionModelConfig.from_dict(config.to_dict())
+    base = Path(directory).resolve()
+
+    def rel(path):
+        if path is None:
+            return None
+        try:
+            return os.path.relpath(Path(path).expanduser().resolve(), base)
+        except ValueError:  # another drive (Windows): keep the name only
+            return Path(path).name
+
+    if llm_saved:
+        out.llm.path = None
+        out.llm.tokenizer_path = None
+    else:
+        out.llm.path = rel(out.llm.path)
+        out.llm.tokenizer_path = rel(out.llm.tokenizer_path)
+    out.vision2d.path = rel(out.vision2d.path)
+    return out
+
+
+def resolve_base(path: str | None, directory: Path, what: str, option: str) -> str | None:
+    """A base folder named by a checkpoint: absolute, relative to the checkpoint, or by its name under
+    ``$MEDREGIONCT_MODELS``; a one-line error naming every place looked at when it is in none of them."""
+    import os
+
+    if path is None:
+        return None
+    given = Path(path).expanduser()
+    tried = [given if given.is_absolute() else (Path(directory) / given)]
+    if os.environ.get(MODELS_ENV):
+        tried.append(Path(os.environ[MODELS_ENV]).expanduser() / given.name)
+    for candidate in tried:
+        if candidate.is_dir():
+            return str(candidate.resolve())
+    from ..errors import MissingDependencyError
+
+    raise MissingDependencyError(
+        f"checkpoint {directory} needs its {what} {given.name!r}, looked for in {', '.join(str(t) for t in tried)}; "
+        f"pass {option} DIR (the folder on this machine) or set {MODELS_ENV} to the folder that holds it.")
 
 
 def _save_base_without_lora(peft_model, folder: Path) -> None:
@@ -135,8 +186,15 @@ def load_checkpoint(directory, device=None, llm_path=None, vision2d_path=None, t
     config = MedRegionModelConfig.load(directory / CONFIG_NAME)
     if llm_path is not None:
         config.llm.path = str(llm_path)
+        config.llm.tokenizer_path = None
+    elif not manifest.get("llm"):
+        config.llm.path = resolve_base(config.llm.path, directory, "base language model", "--llm-path")
     if vision2d_path is not None:
         config.vision2d.path = str(vision2d_path)
+    elif config.vision2d.enabled and not manifest.get("vision2d_weights_saved"):
+        config.vision2d.path = resolve_base(config.vision2d.path, directory, "2D vision encoder", "vision2d_path=")
+    if config.llm.tokenizer_path is not None and llm_path is None:
+        config.llm.tokenizer_path = resolve_base(config.llm.tokenizer_path, directory, "tokenizer", "--llm-path")
     dtype = resolve_dtype(config.llm.dtype, device)
     tokenizer = load_tokenizer(config.llm, path=directory / manifest["tokenizer"])
 

@@ -68,15 +68,28 @@ class PreprocessConfig:
     # size when the model is built, and saved with it, so a client prepares exactly what the model takes).
     num_slices: int = 64
     slice_size: int = 224
+    # Reg2RG's own preprocessing (preset "reg2rg" imported with its published weights) differs in five points; the
+    # defaults are this project's, the alternatives reproduce Reg2RG's RadGenome-ChestCT test dataset exactly:
+    orientation: str = "ras"  # "ras" | "as_stored" (the array as the file stores it, as nibabel's dataobj)
+    body_box: str = "largest_component"  # | "foreground": every voxel > body_threshold_hu (MONAI CropForeground)
+    resample: str = "area"  # exact area overlap | "adaptive": adaptive average pooling (MONAI Resize mode "area")
+    clip_before_resize: bool = True  # False: resample raw HU, then clip and normalise (Reg2RG)
+    region_box: str = "mask"  # | "foreground": box of the mask's voxels above body_threshold_hu (Reg2RG)
+    outside_region_hu: float | None = None  # HU outside the region in crops (None: hu_min; Reg2RG: -1024)
 
     def describe(self, needed=("image", "masks", "crops", "slices", "slice_masks")) -> list[str]:
         """The exact preprocessing of this configuration, one step per line (for model cards and logs)."""
         gx, gy, gz = self.grid
         lines = [
-            "reorient to RAS (closest canonical axes, no interpolation)",
+            "reorient to RAS (closest canonical axes, no interpolation)" if self.orientation == "ras" else
+            "array axes as stored in the file (no reorientation)",
             f"body box: largest connected component of HU > {self.body_threshold_hu:g} (every 2nd voxel), "
-            f"grown by {self.body_margin_mm:g} mm",
+            f"grown by {self.body_margin_mm:g} mm" if self.body_box == "largest_component" else
+            f"body box: every voxel with HU > {self.body_threshold_hu:g}, grown by {self.body_margin_mm:g} mm",
         ]
+        if self.resample == "adaptive":
+            lines.append("resampling: adaptive average pooling (torch area interpolation)"
+                         + ("" if self.clip_before_resize else "; raw HU resampled before clipping"))
         if "image" in needed:
             lines.append(f"image: body box, clip HU to [{self.hu_min:g}, {self.hu_max:g}], (HU - {self.norm_offset:g})"
                          f" / {self.norm_scale:g}, area-resampled to {gx}x{gy}x{gz}")
@@ -129,6 +142,11 @@ class Vision3DConfig:
     perceiver_heads: int = 8
     perceiver_dim_head: int = 64
     global_tokens: bool = True  # the whole (body-cropped) volume through the same path
+    # "monai": MONAI's ViT; "radfm": the RadFM-style ViT Reg2RG uses (normalised patch embedding, a learned
+    # position table per axis of ``pos_grid`` patches read at strided positions, pre-norm blocks, no final norm)
+    kind: str = "monai"
+    dim_head: int = 64  # radfm: attention width per head (heads x dim_head need not equal hidden_size)
+    pos_grid: tuple[int, int, int] | None = None  # radfm: patches per axis of the position tables (default: grid)
 
 
 @dataclass
@@ -136,7 +154,7 @@ class MaskEncoderConfig:
     """Geometry tokens: the region mask on the global grid through a small 3D ViT or CNN."""
 
     enabled: bool = False
-    kind: str = "vit"  # "vit" (Reg2RG) or "cnn"
+    kind: str = "vit"  # "vit" (MONAI ViT), "radfm" (Reg2RG's own mask ViT) or "cnn"
     num_tokens: int = 1
     patch_size: tuple[int, int, int] = (32, 32, 16)
     hidden_size: int = 256
@@ -144,6 +162,8 @@ class MaskEncoderConfig:
     num_layers: int = 3
     num_heads: int = 8
     cnn_channels: tuple[int, ...] = (16, 32, 64, 128)
+    dim_head: int = 64  # radfm
+    pos_grid: tuple[int, int, int] | None = None  # radfm
 
 
 @dataclass
@@ -181,6 +201,9 @@ class PromptConfig:
     instruction: str = REG2RG_INSTRUCTION
     question: str = "Describe region {i}."
     answer: str = "The region {i} is {name}: {paragraph}"
+    # "pieces": each text piece tokenised on its own (cached); "whole": the prompt as one string with the slot
+    # tokens in it, tokenised once with the tokenizer's own special tokens (BOS), as Reg2RG's dataset does
+    tokenize: str = "pieces"
 
 
 @dataclass
@@ -311,10 +334,26 @@ class MedRegionModelConfig:
                              f"vision2d.slab_size ({v2.slab_size}); change one of them.")
         if v2.region_tokens < 1 or mk.num_tokens < 1:
             raise InputError("vision2d.region_tokens and mask.num_tokens must be at least 1.")
-        if mk.kind not in ("vit", "cnn"):
-            raise InputError(f"mask.kind {mk.kind!r} is unknown; use 'vit' or 'cnn'.")
+        if mk.kind not in ("vit", "radfm", "cnn"):
+            raise InputError(f"mask.kind {mk.kind!r} is unknown; use 'vit', 'radfm' or 'cnn'.")
+        if v3.kind not in ("monai", "radfm"):
+            raise InputError(f"vision3d.kind {v3.kind!r} is unknown; use 'monai' or 'radfm'.")
+        pre = self.preprocess
+        for name, value, allowed in (("orientation", pre.orientation, ("ras", "as_stored")),
+                                     ("body_box", pre.body_box, ("largest_component", "foreground")),
+                                     ("resample", pre.resample, ("area", "adaptive")),
+                                     ("region_box", pre.region_box, ("mask", "foreground")),
+                                     ("tokenize", pr.tokenize, ("pieces", "whole"))):
+            if value not in allowed:
+                raise InputError(f"{'prompt' if name == 'tokenize' else 'preprocess'}.{name} {value!r} is unknown; "
+                                 f"use one of {allowed}.")
+        for name, enabled, hidden in (("vision3d", v3.enabled and v3.kind == "radfm", v3.hidden_size),
+                                      ("mask", mk.enabled and mk.kind == "radfm", mk.hidden_size)):
+            if enabled and hidden % 3:
+                raise InputError(f"{name}.hidden_size {hidden} is not a multiple of 3; the RadFM ViT splits it over "
+                                 "three per-axis position tables.")
         for name, enabled, patch in (("vision3d", v3.enabled, v3.patch_size),
-                                     ("mask", mk.enabled and mk.kind == "vit", mk.patch_size)):
+                                     ("mask", mk.enabled and mk.kind in ("vit", "radfm"), mk.patch_size)):
             if enabled and any(g % p for g, p in zip(self.preprocess.grid, patch)):
                 raise InputError(f"{name}.patch_size {tuple(patch)} does not divide preprocess.grid "
                                  f"{tuple(self.preprocess.grid)}; choose a patch size that divides the grid.")

@@ -1,5 +1,6 @@
 """Report generation: every region of every CT as rows of one batched ``generate`` call (left-padded), with
-decoding settings passed explicitly, and the answers split back into {region: name, paragraph}."""
+decoding settings passed explicitly, and the answers split back into {region: name, paragraph}. ``cancel`` is
+checked after every decode step (a stopping criterion), so a cancel or a job's deadline stops at once."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from ..progress import Steps
 from .config import GenerationSettings
 from .llm import generation_config
+from .stopping import stopping_criteria
 
 
 def generate_reports(model, cases, settings: GenerationSettings | None = None, progress=None,
@@ -51,12 +53,15 @@ def _generate(model, cases, settings, progress, cancel) -> list[dict[str, dict]]
             batch = rows[b0:b0 + settings.batch_size]
             n_regions = max(len(r.target_slots) for r in batch)
             max_new = settings.max_new_tokens * (n_regions if joint else 1)
+            model.builder.check_budget(batch, max_new)
             inputs = model.collate(batch, visual, padding_side="left", case_offset=start)
             gen = generation_config(settings, ids.eos, ids.pad, max_new, suppress)
             if settings.do_sample and settings.seed is not None:
                 torch.manual_seed(settings.seed)
+            criteria, stopper = stopping_criteria(cancel)
             out = model.llm.generate(inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
-                                     generation_config=gen)
+                                     generation_config=gen, stopping_criteria=criteria)
+            stopper.raise_if_stopped()  # a cancel ends generate() within one decode step
             # decoder-only generate() with inputs_embeds returns only the new tokens
             texts = model.tokenizer.batch_decode(out, skip_special_tokens=True)
             for row, text in zip(batch, texts):

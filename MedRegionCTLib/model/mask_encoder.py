@@ -1,7 +1,8 @@
 """Geometry tokens: a region's occupancy mask on the global grid -> ``num_tokens`` tokens.
 
 ``kind="vit"`` follows Reg2RG (a shallow MONAI ViT whose patch tokens are averaged; more than one token
-averages contiguous groups of patches); ``kind="cnn"`` is a strided 3D CNN whose feature map is pooled to
+averages contiguous groups of patches; ``"radfm"`` is Reg2RG's own RadFM-style ViT, for its published
+weights); ``kind="cnn"`` is a strided 3D CNN whose feature map is pooled to
 ``num_tokens`` tokens.
 """
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MaskEncoderConfig
-from .vision3d import freeze_cross_attention
+from .vision3d import build_vit
 
 
 class MaskEncoder(nn.Module):
@@ -22,13 +23,10 @@ class MaskEncoder(nn.Module):
         super().__init__()
         self.config = config
         grid = tuple(int(g) for g in grid)
-        if config.kind == "vit":
-            from monai.networks.nets import ViT
-
-            self.net = ViT(in_channels=1, img_size=grid, patch_size=tuple(config.patch_size),
-                           hidden_size=config.hidden_size, mlp_dim=config.mlp_dim, num_layers=config.num_layers,
-                           num_heads=config.num_heads, classification=False)
-            freeze_cross_attention(self.net)
+        if config.kind in ("vit", "radfm"):
+            self.net = build_vit("radfm" if config.kind == "radfm" else "monai", 1, grid, config.patch_size,
+                                 config.hidden_size, config.mlp_dim, config.num_layers, config.num_heads,
+                                 config.dim_head, config.pos_grid)
             self.hidden_size = config.hidden_size
         else:
             from monai.networks.blocks import Convolution
@@ -42,7 +40,7 @@ class MaskEncoder(nn.Module):
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
         x = masks.unsqueeze(1).to(next(self.parameters()).dtype)
-        if self.config.kind == "vit":
+        if self.config.kind in ("vit", "radfm"):
             tokens, _ = self.net(x)  # (N, T, D)
         else:
             tokens = self.net(x).flatten(2).transpose(1, 2)  # (N, T, C)

@@ -131,12 +131,18 @@ def window_01(hu: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
+def _axis_weights(n_in: int, n_out: int, mode: str = "area") -> np.ndarray:
     """(n_out, n_in) resampling matrix with voxel edges aligned: area (overlap) weights when shrinking,
-    linear interpolation between voxel centres when enlarging."""
+    linear interpolation between voxel centres when enlarging. ``mode="adaptive"``: adaptive average pooling
+    (output j is the plain mean of inputs floor(j n_in / n_out) .. ceil((j + 1) n_in / n_out) - 1), what torch's
+    ``interpolate(mode="area")`` and so MONAI's ``Resize`` compute, both shrinking and enlarging."""
     ratio = n_in / n_out
     w = np.zeros((n_out, n_in), dtype=np.float32)
-    if n_out <= n_in:
+    if mode == "adaptive":
+        for j in range(n_out):
+            lo, hi = (j * n_in) // n_out, -((-(j + 1) * n_in) // n_out)
+            w[j, lo:hi] = 1.0 / (hi - lo)
+    elif n_out <= n_in:
         for j in range(n_out):
             lo, hi = j * ratio, (j + 1) * ratio
             i = np.arange(int(np.floor(lo)), min(int(np.ceil(hi)), n_in))
@@ -153,7 +159,7 @@ def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
     return w
 
 
-def resize(array: np.ndarray, shape, box: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+def resize(array: np.ndarray, shape, box: tuple[slice, slice, slice] | None = None, mode: str = "area") -> np.ndarray:
     """Separable resampling of a 3D array to ``shape``: the local mean over each output voxel's footprint when
     shrinking (exact area averaging, as ``skimage.transform.resize_local_mean``), linear when enlarging.
 
@@ -167,7 +173,7 @@ def resize(array: np.ndarray, shape, box: tuple[slice, slice, slice] | None = No
     out = np.asarray(array[box], dtype=np.float32)
     offsets = []
     for axis in np.argsort([o / i for o, i in zip(shape, array.shape)]):  # shrink the most first: less work
-        w = _axis_weights(array.shape[axis], shape[axis])[:, box[axis]]
+        w = _axis_weights(array.shape[axis], shape[axis], mode)[:, box[axis]]
         rows = np.flatnonzero(np.abs(w).sum(axis=1) > 0)
         r0, r1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
         out = np.moveaxis(np.tensordot(w[r0:r1], out, axes=([1], [axis])), 0, axis)
@@ -180,12 +186,26 @@ def resize(array: np.ndarray, shape, box: tuple[slice, slice, slice] | None = No
     return full
 
 
-def resize_mask(mask: np.ndarray, shape) -> np.ndarray:
+def resize_mask(mask: np.ndarray, shape, mode: str = "area") -> np.ndarray:
     """Mask occupancy in [0, 1] on ``shape`` (area fraction of each output voxel covered by the mask)."""
     box = bounding_box(mask, 0.0, np.ones(3))
     if box is None:
         return np.zeros(tuple(int(s) for s in shape), dtype=np.float32)
-    return np.clip(resize(mask, shape, box=box), 0.0, 1.0)
+    return np.clip(resize(mask, shape, box=box, mode=mode), 0.0, 1.0)
+
+
+def foreground_box(values: np.ndarray, threshold: float, margin_mm: float, spacing) -> tuple[slice, slice, slice]:
+    """Box of every voxel above ``threshold`` (MONAI's CropForeground with ``x > threshold``), grown by a margin;
+    the whole array when no voxel is above it."""
+    box = bounding_box(values > threshold, margin_mm, spacing)
+    return box if box is not None else tuple(slice(0, n) for n in values.shape)
+
+
+def _image_on_grid(hu: np.ndarray, config: PreprocessConfig, shape) -> np.ndarray:
+    """HU -> normalised image on ``shape``: clip then resample (default), or resample raw HU then clip (Reg2RG)."""
+    if config.clip_before_resize:
+        return resize(normalise_3d(hu, config), shape, mode=config.resample)
+    return normalise_3d(resize(np.asarray(hu, dtype=np.float32), shape, mode=config.resample), config)
 
 
 def to_display_slices(volume_xyz: np.ndarray) -> np.ndarray:
@@ -223,7 +243,8 @@ def prepare_case(case: dict, config: PreprocessConfig, needed=ARRAY_NAMES) -> Pr
     if unknown:
         raise InputError(f"unknown prepared arrays {sorted(unknown)}; choose from {ARRAY_NAMES}.")
     shape0 = hu.shape
-    hu, affine_c = to_canonical(hu, affine)
+    as_stored = config.orientation == "as_stored"
+    hu, affine_c = (hu, affine) if as_stored else to_canonical(hu, affine)
     spacing = spacing_of(affine_c)
     keys, empty, masks = [], [], []
     for key, mask in regions.items():
@@ -235,18 +256,20 @@ def prepare_case(case: dict, config: PreprocessConfig, needed=ARRAY_NAMES) -> Pr
             empty.append(str(key))
             continue
         keys.append(str(key))
-        masks.append(to_canonical(mask.astype(bool), affine)[0])
+        masks.append(mask.astype(bool) if as_stored else to_canonical(mask.astype(bool), affine)[0])
     if not keys:
         raise InputError("every region mask is empty; segment the CT first or give non-empty region masks.")
 
     grid = tuple(config.grid)
     arrays: dict[str, np.ndarray] = {}
-    body = body_box(hu, spacing, config)
+    body = body_box(hu, spacing, config) if config.body_box == "largest_component" else \
+        foreground_box(hu, config.body_threshold_hu, config.body_margin_mm, spacing)
     hu_body = hu[body]
+    mode = config.resample
     if "image" in needed:
-        arrays["image"] = resize(normalise_3d(hu_body, config), grid)
+        arrays["image"] = _image_on_grid(hu_body, config, grid)
     if "masks" in needed:
-        arrays["masks"] = np.stack([resize_mask(m[body], grid) for m in masks])
+        arrays["masks"] = np.stack([resize_mask(m[body], grid, mode) for m in masks])
     if "slices" in needed or "slice_masks" in needed:
         slice_shape = (config.num_slices, int(config.slice_size), int(config.slice_size))
         xyz_shape = (slice_shape[2], slice_shape[1], slice_shape[0])  # W <- X, H <- Y, Z
@@ -256,12 +279,17 @@ def prepare_case(case: dict, config: PreprocessConfig, needed=ARRAY_NAMES) -> Pr
             arrays["slice_masks"] = np.stack([to_display_slices(resize_mask(m[body], xyz_shape)) for m in masks])
     if "crops" in needed:
         crops = []
+        outside = np.float32(config.hu_min if config.outside_region_hu is None else config.outside_region_hu)
         for mask in masks:
-            box = bounding_box(mask, config.region_margin_mm, spacing)
+            if config.region_box == "foreground":  # the mask's voxels above the threshold (Reg2RG)
+                box = bounding_box(mask & (hu > config.body_threshold_hu), config.region_margin_mm, spacing) or \
+                    bounding_box(mask, config.region_margin_mm, spacing)
+            else:
+                box = bounding_box(mask, config.region_margin_mm, spacing)
             region = hu[box].astype(np.float32)
             if config.mask_outside_region:
-                region = np.where(mask[box], region, np.float32(config.hu_min))
-            crops.append(resize(normalise_3d(region, config), grid))
+                region = np.where(mask[box], region, outside)
+            crops.append(_image_on_grid(region, config, grid))
         arrays["crops"] = np.stack(crops)
 
     def _pick(name):

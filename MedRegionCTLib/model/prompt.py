@@ -113,6 +113,19 @@ class PromptBuilder:
         self.max_length = int(max_length)
         self._cache: dict[str, list[int]] = {}
         self._answer_re = _template_regex(config.answer.split("{paragraph}")[0])
+        # strings that tokenise to control tokens: attribute text must never contain them (a "<region_patch>" in
+        # an attribute would add a placeholder without its visual token and break the job)
+        self.special_tokens = sorted({str(t) for t in list(getattr(tokenizer, "all_special_tokens", []))
+                                      + list(tokenizer.get_added_vocab()) + list(BOUNDARY_TOKENS + PLACEHOLDER_TOKENS)
+                                      if str(t)}, key=len, reverse=True)
+
+    def clean(self, text: str | None) -> str:
+        """Attribute text as it may enter a prompt: no special tokens, control bytes or slot prefixes."""
+        if not text:
+            return ""
+        from ..report.grounding import sanitise
+
+        return sanitise(str(text), self.special_tokens)
 
     def text(self, text: str) -> list[int]:
         if text not in self._cache:
@@ -121,6 +134,8 @@ class PromptBuilder:
 
     # --- layout ---------------------------------------------------------------------------------------
     def _prompt(self, case, slot_keys: list[str], context_slots: list[int], question_slot: int | None):
+        if self.config.tokenize == "whole":
+            return self._prompt_whole(case, slot_keys, context_slots, question_slot)
         cfg, ids = self.config, self.ids
         seq: list[int] = [] if ids.bos is None else [ids.bos]
         visual = [GLOBAL]
@@ -133,7 +148,7 @@ class PromptBuilder:
             seq += [ids.region_start] + [ids.region_patch] * self.n_region + [ids.region_end]
             seq += self.text(". ")
             visual.append(key)
-            sentence = case.attributes.get(key) if cfg.use_attributes else None
+            sentence = self.clean(case.attributes.get(key)) if cfg.use_attributes else None
             if sentence:
                 seq += self.text(sentence.strip() + " ")
         seq += self.text(cfg.instruction)
@@ -141,10 +156,38 @@ class PromptBuilder:
             seq += self.text(" " + cfg.question.format(i=question_slot))
         return seq, visual
 
+    def _prompt_whole(self, case, slot_keys, context_slots, question_slot):
+        """The prompt as one string tokenised once (Reg2RG's dataset builds and tokenises it this way), so the
+        text around the slot tokens gets exactly the tokens the published model was trained on."""
+        cfg = self.config
+        image, image_end, region, region_end = BOUNDARY_TOKENS
+        image_patch, region_patch = PLACEHOLDER_TOKENS
+        text = cfg.global_intro + image + image_patch * self.n_global + image_end + ". "
+        visual = [GLOBAL]
+        for slot in context_slots:
+            key = slot_keys[slot]
+            text += cfg.region_intro.format(i=slot) + region + region_patch * self.n_region + region_end + ". "
+            visual.append(key)
+            sentence = self.clean(case.attributes.get(key)) if cfg.use_attributes else None
+            if sentence:
+                text += sentence.strip() + " "
+        text += cfg.instruction
+        if question_slot is not None:
+            text += " " + cfg.question.format(i=question_slot)
+        seq = list(self.tokenizer(text)["input_ids"])
+        want = self.n_global + self.n_region * len(context_slots)
+        got = sum(t in self.ids.placeholders for t in seq)
+        if got != want:
+            raise InputError(f"the tokenizer split the prompt into {got} placeholder tokens instead of {want}; use "
+                             "prompt.tokenize='pieces' with this tokenizer.")
+        return seq, visual
+
     def _finish(self, case, case_index, slot_keys, targets, seq, visual, with_answer) -> Row:
         if len(seq) >= self.max_length:
-            raise InputError(f"the prompt is {len(seq)} tokens, over llm.max_length={self.max_length}; reduce the "
-                             "visual tokens (slab pooling, fewer latents) or raise llm.max_length.")
+            which = ", ".join(slot_keys[t] for t in targets)
+            raise InputError(f"the prompt for {which} is {len(seq)} tokens, over llm.max_length={self.max_length}; "
+                             "shorten the attribute text, reduce the visual tokens (slab pooling, fewer latents) or "
+                             "raise llm.max_length.")
         answer = ""
         labels = [IGNORE_INDEX] * len(seq)
         prompt_length = len(seq)
@@ -183,6 +226,15 @@ class PromptBuilder:
             seq, visual = self._prompt(case, slot_keys, context, slot)
             out.append(self._finish(case, case_index, slot_keys, [slot], seq, visual, with_answer))
         return out
+
+    def check_budget(self, rows: list[Row], max_new_tokens: int) -> None:
+        """InputError when a row's prompt leaves fewer than ``max_new_tokens`` tokens for the answer."""
+        for row in rows:
+            if len(row.input_ids) + int(max_new_tokens) > self.max_length:
+                which = ", ".join(row.slot_keys[t] for t in row.target_slots)
+                raise InputError(f"the prompt for {which} is {len(row.input_ids)} tokens; with {int(max_new_tokens)} "
+                                 f"new tokens it exceeds llm.max_length={self.max_length} (the attribute text takes "
+                                 "too much of it): shorten the attributes or lower generation.max_new_tokens.")
 
     # --- answers back into regions ------------------------------------------------------------------
     def parse(self, text: str, row: Row) -> dict[str, dict]:

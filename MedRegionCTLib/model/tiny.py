@@ -55,6 +55,40 @@ def write_tiny_llm(folder, texts, hidden_size: int = 64, layers: int = 2, heads:
     return folder
 
 
+# A ChatML template (Qwen-style), what instruction-tuned folders ship in tokenizer_config.json / chat_template.jinja.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' "
+    "+ '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHAT_SPECIALS = ("<|im_start|>", "<|im_end|>")
+
+
+def write_tiny_chat_llm(folder, texts, hidden_size: int = 64, layers: int = 2, heads: int = 4,
+                        vocab_size: int = 512, seed: int = 0) -> Path:
+    """A tiny instruction-tuned-style causal LM folder (random weights): a LLaMA-architecture model, a tokenizer
+    with ChatML special tokens and chat template, and a generation config that ends at ``<|im_end|>`` -- the
+    layout of Qwen2.5-Instruct / Llama-3-Instruct folders, for tests of the zero-shot writer."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    folder = Path(folder)
+    tokenizer = train_tokenizer(list(texts) + [t + " " for t in CHAT_SPECIALS], vocab_size)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(CHAT_SPECIALS)})
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(str(folder))
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1),
+                      max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=end, tie_word_embeddings=False,
+                      initializer_range=0.1)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(cfg).save_pretrained(str(folder))
+    GenerationConfig(eos_token_id=end, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                     do_sample=True, temperature=0.7).save_pretrained(str(folder))
+    return folder
+
+
 def write_tiny_vision2d(folder, kind: str = "siglip", image_size: int = 32, patch_size: int = 8,
                         hidden_size: int = 32, layers: int = 1, seed: int = 0) -> Path:
     """A SigLIP- or DINOv2-architecture vision encoder (random weights) in ``folder``."""

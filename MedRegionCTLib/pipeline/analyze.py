@@ -37,7 +37,9 @@ class Analysis:
 
 def get_reporter(reporter: str | Reporter = "measurement", **options) -> Reporter:
     """A report engine from its name: ``"measurement"`` (offline, default), ``"model:DIR"`` (a local model
-    checkpoint; needs torch) or ``"server:URL"`` / ``"http(s)://..."`` (a MedRegionCT report server)."""
+    checkpoint; needs torch), ``"llm:DIR"`` (a local instruction-tuned LLM writing from the measurements; needs
+    torch) or ``"llm:http(s)://HOST/v1"`` (the same prompts sent to an OpenAI-compatible chat-completions
+    endpoint), or ``"server:URL"`` / ``"http(s)://..."`` (a MedRegionCT report server)."""
     if not isinstance(reporter, str):
         if not isinstance(reporter, Reporter):
             raise InputError(f"{type(reporter).__name__} is not a reporter (it needs .name, .settings() and "
@@ -52,12 +54,16 @@ def get_reporter(reporter: str | Reporter = "measurement", **options) -> Reporte
         from ..model.reporter import ModelReporter
 
         return ModelReporter(name.split(":", 1)[1], **options)
+    if name.startswith("llm:"):
+        from ..client.llm import llm_reporter
+
+        return llm_reporter(name.split(":", 1)[1], **options)
     if name.startswith(("server:", "http://", "https://")):
         from ..client import RemoteReporter
 
         return RemoteReporter(name.split(":", 1)[1] if name.startswith("server:") else name, **options)
-    raise InputError(f"unknown reporter {reporter!r}; use 'measurement', 'model:CHECKPOINT_DIR' or "
-                     "'server:URL'.")
+    raise InputError(f"unknown reporter {reporter!r}; use 'measurement', 'model:CHECKPOINT_DIR', 'llm:LLM_DIR', "
+                     "'llm:http://HOST:PORT/v1' or 'server:URL'.")
 
 
 def _versions() -> dict:
@@ -79,7 +85,7 @@ def prepare_volume(volume: Volume, what: str = "the CT") -> Volume:
 
 def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measurement", labelmap=None,
             lesions: bool = True, progress=None, cancel=None, segmenter_options: dict | None = None,
-            reporter_options: dict | None = None, allow_non_chest: bool = False) -> Analysis:
+            reporter_options: dict | None = None, grounding: str = "flag", allow_non_chest: bool = False) -> Analysis:
     """Segment ``volume`` (a :class:`Volume` or a path), measure every region of ``schema`` and report on it.
 
     ``segmenter``: a name for :func:`segment.get_segmenter` ("auto": the best engine installed, "builtin",
@@ -87,11 +93,17 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
     grid) is given. Which engine ran and why goes into the report header (``provenance.scope["segmentation"]``;
     a given label map may carry its own in ``labelmap.meta["segmentation"]``). ``reporter``: see
     :func:`get_reporter`. ``progress(fraction, message)`` and ``cancel`` as everywhere in the library.
+    ``grounding``: what happens to a statement the measurements contradict ("flag": kept and recorded in
+    ``report.contradictions``; "replace": the measured statement instead; see :mod:`report.grounding`).
 
     A scan that is not a chest CT raises :class:`NotChestCTError` after segmentation unless
     ``allow_non_chest``; then its report holds no lung or pleura statements and says why in
     ``provenance.scope``. A thin slab's report keeps only what the slab shows (:mod:`.scope`).
     """
+    from ..report.grounding import POLICIES
+
+    if grounding not in POLICIES:
+        raise InputError(f"grounding {grounding!r} is unknown; use 'flag' or 'replace'.")
     timings: dict[str, float] = {}
     steps = Steps(progress, total=3, cancel=cancel, what="the analysis")
     t0 = time.perf_counter()
@@ -144,6 +156,10 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
     region_reports = engine.write(case, progress=lambda f, m: steps.report(f, f"reporting: {m}"), cancel=cancel)
     region_reports = limit_reports(region_reports, scope, schema, regions, labelmap)
     check_cancel(cancel, "the analysis")
+    from ..report.grounding import ground  # one checker for every engine's text
+
+    region_reports, contradictions = ground(case, region_reports, policy=grounding, reporter=engine.name,
+                                            reference=region_reports if engine.name == "measurement" else None)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 
@@ -157,14 +173,16 @@ def analyze(volume, segmenter="auto", schema="radgenome10", reporter="measuremen
     provenance = Provenance(
         segmenter=segmenter_name, reporter=engine.name, schema=schema.name, versions=_versions(),
         settings={"lesions": lesions, "segmenter_options": dict(segmenter_options or {}),
-                  "reporter": engine.settings(), "allow_non_chest": bool(allow_non_chest)},
+                  "reporter": engine.settings(), "grounding": grounding,
+                  "allow_non_chest": bool(allow_non_chest)},
         timings_s={k: round(v, 3) for k, v in timings.items()},
         input={"source": source, "shape": list(volume.shape), "spacing_mm": [float(s) for s in volume.spacing],
                "orientation": volume.orientation},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), scope=scope)
     provenance.scope["segmentation"] = dict(selection)
     report = Report(regions=region_reports, provenance=provenance,
-                    impression=[s.text for r in region_reports for s in r.sentences if s.findings])
+                    impression=[s.text for r in region_reports for s in r.sentences if s.findings],
+                    contradictions=contradictions)
     steps.advance("report written")
     return Analysis(volume=volume, labelmap=labelmap, regions=regions, measurements=measurements, report=report,
                     schema=schema)

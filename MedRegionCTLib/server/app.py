@@ -251,6 +251,8 @@ def create_app(engine, settings: ServerSettings, manager: JobManager | None = No
         body = await read_body(request)
         async with decoding:  # a few payloads are checked at a time: bounded memory under a burst
             case, _ = await run_in_threadpool(decode_case, body, spec, False)
+            if hasattr(engine, "check"):  # the prompt fits the token budget: refused now, not after queuing
+                await run_in_threadpool(engine.check, case)
         try:
             job = manager.submit(body, case.keys, case.empty, idempotency_key=idem)
         except QueueFull as full:

@@ -72,21 +72,29 @@ class GracefulServer:
         return _Server(config)
 
 
-def build(model: str = "tiny", device: str | None = None, schema: str = "radgenome10",
-          settings: ServerSettings | None = None, rows_per_generate: int | None = None):
-    """The engine and the FastAPI app (no socket opened)."""
-    from .engine import load_engine
+def build(model: str | None = "tiny", device: str | None = None, schema: str = "radgenome10",
+          settings: ServerSettings | None = None, rows_per_generate: int | None = None, llm=None,
+          llm_path=None):
+    """The engine and the FastAPI app (no socket opened): a report model checkpoint (``model``) or a local
+    instruction-tuned LLM folder (``llm``). ``llm_path`` overrides the checkpoint's base LM folder."""
+    from .engine import load_engine, load_llm_engine
 
     settings = settings or ServerSettings()
-    engine = load_engine(model, device=device, schema=schema, rows_per_generate=rows_per_generate)
+    if (model is None) == (llm is None):
+        raise InputError("give either --model (a report model checkpoint) or --llm (an instruction-tuned LLM folder).")
+    if llm is not None:
+        engine = load_llm_engine(llm, device=device, schema=schema)
+    else:
+        engine = load_engine(model, device=device, schema=schema, rows_per_generate=rows_per_generate,
+                             llm_path=llm_path)
     app = create_app(engine, settings)
     return engine, app
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8750, device: str | None = None,
+def serve(model: str | None, host: str = "127.0.0.1", port: int = 8750, device: str | None = None,
           schema: str = "radgenome10", api_keys_file=None, settings: ServerSettings | None = None,
           ssl_keyfile=None, ssl_certfile=None, ssl_keyfile_password=None, log_level: str = "info",
-          rows_per_generate: int | None = None) -> None:
+          rows_per_generate: int | None = None, llm=None, llm_path=None) -> None:
     """Load the model and serve it until SIGINT/SIGTERM (then drain: finish or fail every job)."""
     import uvicorn
 
@@ -101,7 +109,8 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8750, device: str | N
     settings.api_keys = keys
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    engine, app = build(model, device=device, schema=schema, settings=settings, rows_per_generate=rows_per_generate)
+    engine, app = build(model, device=device, schema=schema, settings=settings, rows_per_generate=rows_per_generate,
+                        llm=llm, llm_path=llm_path)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ssl_keyfile=ssl_keyfile,
                             ssl_certfile=ssl_certfile, ssl_keyfile_password=ssl_keyfile_password,
                             timeout_graceful_shutdown=5, proxy_headers=False, server_header=False)

@@ -14,10 +14,21 @@ REPORT_JSON_ROLE = "MedRegionCT.reportJSON"
 ROLE_ATTRIBUTE = "MedRegionCT.Role"
 
 
+def contradiction_lines(report: Report) -> list[str]:
+    """One line per statement the measurements contradict (for the report panel and the text node):
+    ``"Pleura: 'No pleural effusion is seen.' -- claim: pleural_effusion absent; measured: ...; flagged"``."""
+    names = {r.key: r.name for r in report.regions}
+    return [f"{names.get(c.region, c.region)}: {c.text!r} -- claim: {c.claim}; measured: {c.measured}; {c.action}"
+            for c in report.contradictions]
+
+
 def report_text(report: Report) -> str:
     text = report.text()
     if report.impression:
         text += "\n\nImpression:\n" + "\n".join(f"- {line}" for line in report.impression)
+    lines = contradiction_lines(report)
+    if lines:
+        text += "\n\nContradicted by the measurements:\n" + "\n".join(f"- {line}" for line in lines)
     return text
 
 

@@ -10,6 +10,8 @@
                                 from a folder are re-read from their folders
         model/                  the model as save_pretrained() writes it (for generation and evaluation)
     OUTPUT/checkpoints/latest.json   {"step": 50, "path": "step_000050"}
+    OUTPUT/checkpoints/best/         save_pretrained() of the model at the evaluation with the best eval.best_metric
+    OUTPUT/checkpoints/best.json     {"step": 100, "metric": "BLEU-4", "value": 0.31, "path": "best"}
 
 A checkpoint folder is written under a temporary name and renamed into place, and latest.json is replaced
 atomically after it, so a crash never leaves a checkpoint that looks complete but is not.
@@ -104,8 +106,15 @@ def save_training_checkpoint(folder: Path, model, optimizer, scheduler, scaler, 
     torch.save(state, tmp / STATE)
     if export_model:
         model.save_pretrained(tmp / MODEL_DIR)
+    _put_in_place(tmp, final)
+    write_json(folder / LATEST, {"step": int(step), "path": name})
+    return final
+
+
+def _put_in_place(tmp: Path, final: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``final``, replacing an older ``final`` (renamed aside first)."""
     if final.exists():
-        old = folder / f".{name}.old"
+        old = final.with_name(f".{final.name}.old")
         if old.exists():
             shutil.rmtree(old)
         os.replace(final, old)
@@ -113,8 +122,36 @@ def save_training_checkpoint(folder: Path, model, optimizer, scheduler, scaler, 
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
-    write_json(folder / LATEST, {"step": int(step), "path": name})
-    return final
+
+
+BEST = "best"
+BEST_RECORD = "best.json"
+
+
+def best_record(folder: Path) -> dict | None:
+    path = Path(folder) / BEST_RECORD
+    if not path.is_file() or not (Path(folder) / BEST).is_dir():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def update_best(folder: Path, model, step: int, metric: str, value) -> bool:
+    """Export ``model`` to ``folder/best`` (atomically) when ``value`` of ``metric`` beats the recorded best
+    (higher is better; a missing value never wins). ``best.json`` says which step and value it holds."""
+    if value is None or not np.isfinite(float(value)):
+        return False
+    folder = Path(folder)
+    record = best_record(folder)
+    if record is not None and record.get("metric") == metric and float(value) <= float(record["value"]):
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".best.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    _put_in_place(tmp, folder / BEST)
+    write_json(folder / BEST_RECORD, {"step": int(step), "metric": metric, "value": float(value), "path": BEST})
+    return True
 
 
 def prune_checkpoints(folder: Path, keep: int) -> None:

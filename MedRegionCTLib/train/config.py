@@ -14,7 +14,7 @@
                 "keep_checkpoints": 2, "eval_every": 0, "eval_at_start": false, "log_every": 10,
                 "tensorboard": false, "threads": 0, "device": "auto", "find_unused_parameters": true},
       "eval": {"metrics": ["BLEU-1", "BLEU-4", "ROUGE-L"], "max_cases": null, "max_new_tokens": null,
-               "batch_size": null}
+               "batch_size": null, "best_metric": null}
     }
 
 ``model``: ``pretrained`` (a folder written by ``save_pretrained``) continues training that model; otherwise
@@ -91,6 +91,14 @@ class EvalSection:
     max_new_tokens: int | None = None
     batch_size: int | None = None
     classifier: str | None = None  # RadBERT-class classifier folder for clinical efficacy (default: offline)
+    # the evaluation figure that picks checkpoints/best (higher is better); None: BLEU-4 when it is computed,
+    # else the first of ``metrics``
+    best_metric: str | None = None
+
+    def best(self) -> str:
+        if self.best_metric:
+            return self.best_metric
+        return "BLEU-4" if "BLEU-4" in self.metrics else (self.metrics[0] if self.metrics else "CE_micro_f1")
 
 
 _SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "train": TrainSection,
@@ -142,6 +150,11 @@ class TrainConfig:
             raise InputError("train.grad_accum and data.batch_size must be >= 1, data.num_workers >= 0.")
         if t.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"train.device {t.device!r} is unknown; use 'auto', 'cpu' or 'cuda'.")
+        named = set(self.eval.metrics) | {"region_name_accuracy", "exact_paragraphs"}
+        if self.eval.best() not in named and not self.eval.best().startswith("CE_"):
+            raise InputError(f"eval.best_metric {self.eval.best_metric!r} is not computed; name one of eval.metrics "
+                             f"({', '.join(self.eval.metrics)}), a CE_micro_f1-style clinical figure or "
+                             "region_name_accuracy.")
         if self.model.pretrained and self.model.tiny is not None:
             raise InputError("model.pretrained and model.tiny exclude each other; keep one.")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -109,6 +110,25 @@ class PreparedDataset:
             atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
         case.case_id = self.source.case_id(index)
         return case
+
+
+def die_with_parent(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: ask the kernel to kill this worker when the process that started it dies.
+
+    PyTorch's own watchdog only notices a dead parent between batches; a worker busy preparing a large case (or
+    blocked on I/O) would live on as an orphan after ``kill -9`` of the trainer. Linux only (prctl); elsewhere
+    the watchdog is all there is.
+    """
+    import ctypes
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the call: do not outlive it
+        os._exit(1)
 
 
 def collate_cases(batch: list) -> list:

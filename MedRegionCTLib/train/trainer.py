@@ -36,9 +36,10 @@ from .checkpointing import (
     prune_checkpoints,
     rng_state,
     save_training_checkpoint,
+    update_best,
 )
 from .config import TrainConfig
-from .datasets import PreparedDataset, collate_cases, make_source
+from .datasets import PreparedDataset, collate_cases, die_with_parent, make_source
 from .evaluation import generate_and_score, summary, write_evaluation
 
 LOG_FIELDS = ("step", "epoch", "samples", "loss", "lr", "grad_norm", "elapsed_s")
@@ -222,7 +223,8 @@ class Trainer:
         generator.manual_seed(self.config.seed)  # keeps DataLoader seeding off the global RNG (exact resume)
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_cases,
-            persistent_workers=False, prefetch_factor=2 if workers else None, generator=generator)
+            persistent_workers=False, prefetch_factor=2 if workers else None, generator=generator,
+            worker_init_fn=die_with_parent if workers else None)
 
     def _prepare_all(self, dataset, limit=None) -> list:
         n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -438,6 +440,12 @@ class Trainer:
         figures = summary(result)
         figures["eval_time_s"] = round(time.perf_counter() - t0, 2)
         write_evaluation(self.output_dir / "eval", step, result)
+        metric = cfg.best()
+        if metric not in figures:
+            raise InputError(f"eval.best_metric {metric!r} is not among the evaluation figures "
+                             f"({', '.join(sorted(figures))}); name one of them in the training config.")
+        if update_best(self.output_dir / "checkpoints", model, step, metric, figures[metric]):
+            self.log(f"checkpoints/best: step {step}, {metric} {figures[metric]:.4f}")
         self._append_csv(self.output_dir / "eval.csv", {"step": step, **figures}, ("step", *figures))
         if writer is not None:
             for key, value in figures.items():

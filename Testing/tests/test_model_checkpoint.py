@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -127,8 +128,20 @@ def test_base_model_location_can_be_overridden(tmp_path, folders, cases):
     model.save_pretrained(tmp_path / "ckpt")
     prepared = model.prepare(cases)
     before = _logits(model, prepared)
+    saved = json.loads((tmp_path / "ckpt" / "medregion_config.json").read_text())
+    assert saved["llm"]["path"] == "../llm_elsewhere"  # relative to the checkpoint, never absolute
+    # the checkpoint and its base LM moved together to another place: found again through the relative path
+    shutil.copytree(tmp_path / "ckpt", tmp_path / "moved" / "ckpt")
+    shutil.copytree(moved_llm, tmp_path / "moved" / "llm_elsewhere")
+    assert torch.equal(_logits(MedRegionModel.from_pretrained(tmp_path / "moved" / "ckpt"), prepared), before)
     shutil.rmtree(moved_llm)
-    with pytest.raises(MissingDependencyError, match="does not exist"):
+    with pytest.raises(MissingDependencyError, match="needs its base language model 'llm_elsewhere'.*--llm-path"):
         MedRegionModel.from_pretrained(tmp_path / "ckpt")
     loaded = MedRegionModel.from_pretrained(tmp_path / "ckpt", llm_path=llm)
     assert torch.equal(_logits(loaded, prepared), before)
+    # or by name, from the folder of base models
+    os.environ["MEDREGIONCT_MODELS"] = str(tmp_path / "moved")
+    try:
+        assert torch.equal(_logits(MedRegionModel.from_pretrained(tmp_path / "ckpt"), prepared), before)
+    finally:
+        del os.environ["MEDREGIONCT_MODELS"]

@@ -121,6 +121,14 @@ def test_train_command_runs_a_config_file_with_evaluation(tmp_path, cache, capsy
     metrics = json.loads((tmp_path / "cli" / "eval" / "step_000002_metrics.json").read_text())
     assert metrics["clinical_efficacy"]["labels"][2] == "Cardiomegaly"
     assert (tmp_path / "cli" / "eval" / "step_000002_predictions.csv").is_file()
+    # checkpoints/best holds the model of the best evaluation (BLEU-4 is not computed here: the first metric)
+    best = json.loads((tmp_path / "cli" / "checkpoints" / "best.json").read_text())
+    scores = {int(r["step"]): float(r["BLEU-1"]) for r in rows}
+    assert best["metric"] == "BLEU-1" and best["value"] == max(scores.values())
+    assert best["step"] == min(s for s, v in scores.items() if v == best["value"])
+    from MedRegionCTLib.model import MedRegionModel
+
+    assert MedRegionModel.from_pretrained(tmp_path / "cli" / "checkpoints" / "best").config.llm.train == "lora"
     # running again resumes at the end and trains nothing more
     assert main(["train", str(path), "--no-progress", "--json"]) == 0
     out = capsys.readouterr().out
@@ -139,6 +147,13 @@ def test_cancel_before_the_first_step_writes_no_checkpoint(tmp_path, cache):
     with pytest.raises(CancelledError):
         trainer.run()
     assert not list((tmp_path / "stop").glob("checkpoints/step_*"))
+
+
+def test_best_metric_must_be_computed(tmp_path, cache):
+    data = _config(tmp_path, "bad", cache)
+    data["eval"] = {"metrics": ["BLEU-1"], "best_metric": "METEOR"}
+    with pytest.raises(InputError, match="eval.best_metric 'METEOR' is not computed"):
+        TrainConfig.from_dict(data)
 
 
 def test_config_errors_are_one_line(tmp_path):
@@ -173,3 +188,17 @@ def test_torchrun_two_gloo_processes_train_together(tmp_path, cache):
     assert summary["world_size"] == 2 and summary["steps"] == 2
     with (tmp_path / "ddp" / "log.csv").open() as handle:
         assert [int(r["samples"]) for r in csv.DictReader(handle)] == [2, 4]  # 1 case x 2 processes per step
+
+
+def test_example_radgenome_config_is_valid():
+    from pathlib import Path
+
+    from MedRegionCTLib.model import preset
+
+    path = Path(__file__).parents[1] / "benchmarks" / "train_radgenome_chestct.toml"
+    config = load_train_config(path)
+    assert config.train.precision == "bf16" and config.data.train["kind"] == "radgenome"
+    assert config.eval.best() == "BLEU-4" and config.train.epochs == 10
+    # the model sections are valid model configuration sections
+    model = preset(config.model.preset, **config.model.config)
+    assert model.llm.train == "lora" and model.vision2d.enabled and model.vision3d.enabled

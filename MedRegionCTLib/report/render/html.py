@@ -13,7 +13,16 @@ import numpy as np
 
 from ..document import Finding, RegionReport, Report
 from .key_images import KeyImage, KeyImageMaker, Overlay, window_for
-from .markdown import FINDINGS_HEADER, STATUS_TEXT, findings_rows, provenance_line, scope_lines
+from .markdown import (
+    CONTRADICTIONS_HEADER,
+    FINDINGS_HEADER,
+    STATUS_TEXT,
+    contradiction_rows,
+    findings_rows,
+    flagged_sentences,
+    provenance_line,
+    scope_lines,
+)
 from .units import measurement_part, measurement_rows, region_headline
 
 DEFAULT_COLOR = (255, 128, 0)
@@ -50,6 +59,8 @@ figure{margin:0;width:320px}figure img{width:320px;height:auto;display:block;bac
 figcaption{font-size:12px;color:#4a5660;margin-top:3px}
 .noimg{font-size:13px;color:#6b7780;font-style:italic}
 .pair-title{font-size:13px;font-weight:600;margin:2px 0;width:100%}
+.contradicted{background:#f8dcdc;text-decoration:underline wavy #b3261e}
+#contradictions{border-color:#e0a0a0}#contradictions h2{color:#8b1d1d}
 """
 
 
@@ -192,13 +203,17 @@ def _region_images(region: RegionReport, maker: KeyImageMaker | None, mask, colo
     return pairs
 
 
-def _paragraph(region: RegionReport, slug: str, figure_of: dict[int, str], first_fig: str | None) -> str:
+def _paragraph(region: RegionReport, slug: str, figure_of: dict[int, str], first_fig: str | None,
+               flagged: set[int] = frozenset()) -> str:
     parts = []
-    for sentence in region.sentences:
+    for index, sentence in enumerate(region.sentences):
         text = sentence.text.strip()
         if not text:
             continue
-        if sentence.findings:
+        if index in flagged:
+            parts.append(f'<span class="contradicted" title="contradicted by the measurements (see the '
+                         f'contradictions list)">&#9888; {escape(text)}</span>')
+        elif sentence.findings:
             links = "".join(f' <a class="figlink" href="#{figure_of[f]}" title="key images of finding {f}">'
                             f"[images {f}]</a>" for f in sentence.findings if f in figure_of)
             parts.append(f'<span class="finding-sentence">{escape(text)}</span>{links}')
@@ -237,6 +252,16 @@ def to_html(report: Report, volume=None, regions=None, measurements=None, *, lab
     items = ("".join(f"<li>{escape(i)}</li>" for i in report.impression)
              or "<li>No abnormal finding was identified.</li>")
     out.append(f'<section id="impression"><h2>Impression</h2><ul>{items}</ul></section>')
+    if report.contradictions:
+        head = "".join(f"<th>{escape(h)}</th>" for h in CONTRADICTIONS_HEADER)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                       for row in contradiction_rows(report))
+        who = escape(report.provenance.reporter or "generated")
+        out.append(f'<section id="contradictions"><h2>Contradicted by the measurements</h2><p>'
+                   f"{len(report.contradictions)} statement(s) of the {who}"
+                   f" text disagree with the measurements; sentences kept are marked &#9888;.</p>"
+                   f"<table><tr>{head}</tr>{body}</table></section>")
+    flagged = flagged_sentences(report)
     for region in report.regions:
         slug = _slug(region.key)
         color = colors.get(region.key, DEFAULT_COLOR)
@@ -250,7 +275,7 @@ def to_html(report: Report, volume=None, regions=None, measurements=None, *, lab
         out.append(f'<section class="region" id="region-{slug}"><h2><span class="swatch" style="background:'
                    f'rgb{tuple(color)}"></span>{escape(region.name)}<span class="status {status_class}">'
                    f"{escape(status_text)}</span></h2><div class=\"cols\"><div class=\"text\">")
-        out.append(_paragraph(region, slug, figure_of, first_fig))
+        out.append(_paragraph(region, slug, figure_of, first_fig, flagged.get(region.key, set())))
         out.append(_measure_table(region, measurements))
         out.append(_findings_table(region))
         out.append('</div><div class="images">')

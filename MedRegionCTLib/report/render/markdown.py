@@ -72,6 +72,24 @@ def findings_rows(report: Report) -> list[list[str]]:
 
 
 FINDINGS_HEADER = ["#", "Region", "Kind", "CT-RATE label", "Location", "Side", "Size", "Confidence", "How derived"]
+CONTRADICTIONS_HEADER = ["Region", "Statement", "Claim", "Measured", "Action"]
+ACTION_TEXT = {"flagged": "flagged (kept)", "replaced": "replaced by the measured statement"}
+
+
+def contradiction_rows(report: Report) -> list[list[str]]:
+    """One row per contradiction: region name, the statement as written, the claim, what was measured, action."""
+    names = {r.key: r.name for r in report.regions}
+    return [[names.get(c.region, c.region), c.text, c.claim, c.measured, ACTION_TEXT.get(c.action, c.action)]
+            for c in report.contradictions]
+
+
+def flagged_sentences(report: Report) -> dict[str, set[int]]:
+    """Region key -> indices of the sentences kept although the measurements contradict them."""
+    out: dict[str, set[int]] = {}
+    for c in report.contradictions:
+        if c.action == "flagged" and c.sentence is not None:
+            out.setdefault(c.region, set()).add(int(c.sentence))
+    return out
 
 
 def to_markdown(report: Report, measurements=None, title: str = "Chest CT report, region by region") -> str:
@@ -81,9 +99,18 @@ def to_markdown(report: Report, measurements=None, title: str = "Chest CT report
     lines += [line for text in scope_lines(report) for line in (f"> **Scope:** {text}", "")]
     lines += ["## Impression", ""]
     lines += [f"- {item}" for item in report.impression] or ["No abnormal finding was identified."]
+    if report.contradictions:
+        lines += ["", "## Contradicted by the measurements", "",
+                  f"{len(report.contradictions)} statement(s) of the {report.provenance.reporter or 'generated'} "
+                  "text disagree with the measurements; sentences kept are marked ⚠.", ""]
+        lines += _table(CONTRADICTIONS_HEADER, contradiction_rows(report))
+    flagged = flagged_sentences(report)
     for region in report.regions:
         lines += ["", f"## {region.name}", "", f"**Status:** {STATUS_TEXT.get(region.status, region.status)}", ""]
-        lines.append(region.paragraph or "_No description._")
+        marked = flagged.get(region.key, set())
+        text = " ".join((f"⚠ {s.text.strip()} ⚠" if i in marked else s.text.strip())
+                        for i, s in enumerate(region.sentences) if s.text.strip())
+        lines.append(text or "_No description._")
         rows = measurement_rows(region_headline(region, measurements))
         if rows:
             lines += [""] + _table(["Measurement", "Value", "Unit"], [list(r) for r in rows])
