@@ -62,7 +62,9 @@ def run_case(path: Path) -> dict:
     """The main job on one CT, timed, with the report's findings and statements."""
     volume = read_volume(path)
     t = time.perf_counter()
-    analysis = analyze(volume)
+    # the built-in chain (the default where TotalSegmentator is not installed); a scan that is no chest CT is
+    # still reported, without lung or pleura statements, so its report can be scored too
+    analysis = analyze(volume, segmenter="builtin", allow_non_chest=True)
     seconds = time.perf_counter() - t
     report = analysis.report
     lesions = analysis.measurements.lesions

@@ -180,9 +180,9 @@ def sort_cavity(grid: Grid, lung: np.ndarray, cavity: np.ndarray, under: np.ndar
 def _effusion(grid: Grid, fluid: np.ndarray, solid: np.ndarray, lung: np.ndarray, cavity: np.ndarray,
               under: np.ndarray, params: dict) -> np.ndarray:
     """Fluid collections in the dependent pleural space: pieces of fluid-range voxels (at least
-    ``effusion_min_ml``) that lie behind the lung's middle, against the lung (or the airless lung pressed
-    against them), reach down into the lower half of the lung field, and are not enclosed by soft tissue away
-    from the chest wall (a necrotic core)."""
+    ``effusion_min_ml``) that lie behind the lung's middle, against the lung, reach down into the lower half of
+    the lung field, and touch the lung and the chest wall more than soft tissue (else a lesion's necrotic
+    core)."""
     out = np.zeros(fluid.shape, bool)
     if not fluid.any() or not cavity.any():
         return out
@@ -216,11 +216,10 @@ def _effusion(grid: Grid, fluid: np.ndarray, solid: np.ndarray, lung: np.ndarray
         shell = np.zeros(tuple(g.stop - g.start for g in big), bool)
         shell[inner] = grown
         shell = ndi.binary_dilation(shell, iterations=1)
-        touch_wall = int((shell & (wall[big] | ~cavity[big])).sum())
-        touch_lung = int((shell & lung[big]).sum())
+        touch_lung_wall = int((shell & (lung[big] | wall[big] | ~cavity[big])).sum())
         touch_solid = int((shell & solid[big]).sum())
-        if touch_wall == 0 and touch_solid > touch_lung:
-            continue  # held by soft tissue away from the chest wall: a lesion's core, not pleural fluid
+        if touch_solid > touch_lung_wall:
+            continue  # held by soft tissue more than by lung and chest wall: a lesion's core, not pleural fluid
         out[box] |= comp
     return out
 
