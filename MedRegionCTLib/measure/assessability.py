@@ -13,6 +13,9 @@ Quality checks (each ``{"passed": bool, "value": ..., "reason": str}``):
 - ``lung_volumes_plausible``: each complete lung between ``lung_ml_range`` (adult lungs, any inspiration);
 - ``sides_consistent``: the right lung lies to the patient's right of the left lung and of the midline, in the
   affine's own patient axes (a mirrored file or a side mix-up fails it);
+- ``diaphragm_level`` (when the segmenter fitted a diaphragm dome): the right dome stands no more than the
+  usual margin above the left (``dome_right_minus_left_mm``); a raised dome on one side means something under
+  that lung may have lifted its floor, and no absence of fluid or nodules is claimed on that side;
 - ``soft_tissue_explained``: the lung field's non-aerated tissue (smoothed attenuation above ``solid_min_hu``)
   that no reported lesion covers stays under ``max_unexplained_ml`` per side (otherwise something inside the
   lung envelope was not characterised, and an absent finding there cannot be claimed).
@@ -73,10 +76,29 @@ def coverage(arr: np.ndarray, index_of: dict, affine, si_axis: int, margin_slice
 
 
 def quality_checks(arr: np.ndarray, hu: np.ndarray, index_of: dict, affine, voxel_ml: float, midline_x: float,
-                   cover: dict, lesions: list[dict], lesion_masks: list, min_confidence: float) -> dict:
-    """The explicit segmentation checks (see the module docstring)."""
+                   cover: dict, lesions: list[dict], lesion_masks: list, min_confidence: float,
+                   segmenter_meta: dict | None = None) -> dict:
+    """The explicit segmentation checks (see the module docstring). A check that concerns one side lists the
+    sides it fails for in ``sides``; one without ``sides`` concerns both."""
     p = params()
     checks = {}
+    dome = (segmenter_meta or {}).get("diaphragm_dome_mm") or {}
+    if "left" in dome and "right" in dome:
+        # the right dome stands a little higher than the left (the liver); much higher, or the left above it,
+        # is a raised hemidiaphragm -- or fluid, collapse or a mass under the lung that lifted its floor
+        diff = float(dome["right"]) - float(dome["left"])
+        lo, hi = p["dome_right_minus_left_mm"]
+        raised = ["right"] if diff > hi else ["left"] if diff < lo else []
+        if raised == ["right"]:
+            reason = (f"the right diaphragm dome lies {diff:.0f} mm above the left one (usually at most {hi:g}): "
+                      "something under the right lung (fluid, collapse, a mass) may have lifted it")
+        elif raised:
+            reason = (f"the left diaphragm dome lies {-diff:.0f} mm above the right one (it usually lies lower): "
+                      "something under the left lung (fluid, collapse, a mass) may have lifted it")
+        else:
+            reason = ""
+        checks["diaphragm_level"] = {"passed": not raised, "value": {"right_minus_left_mm": round(diff, 1)},
+                                     "sides": raised, "reason": reason}
     volumes, centres = {}, {}
     side_masks = {}
     for side in SIDES:
@@ -112,7 +134,7 @@ def quality_checks(arr: np.ndarray, hu: np.ndarray, index_of: dict, affine, voxe
     unexplained = _unexplained(hu, side_masks, lesions, lesion_masks, min_confidence, voxel_ml, p)
     over = [s for s in SIDES if unexplained[s] > p["max_unexplained_ml"]]
     checks["soft_tissue_explained"] = {
-        "passed": not over, "value": {s: round(v, 1) for s, v in unexplained.items()},
+        "passed": not over, "value": {s: round(v, 1) for s, v in unexplained.items()}, "sides": over,
         "reason": "; ".join(f"{unexplained[s]:.0f} mL of non-aerated tissue in the {s} lung field is not "
                             "characterised by any reported finding" for s in over)}
     return checks
@@ -148,8 +170,7 @@ def assessable(meta: dict, side: str) -> tuple[bool, str]:
     if not cover.get("complete"):
         return False, cover.get("reason") or "it is not wholly in the field of view"
     failed = [c.get("reason") or name for name, c in checks.items() if not c.get("passed", True)
-              and (name != "soft_tissue_explained" or (c.get("value") or {}).get(side, 0) > params()[
-                  "max_unexplained_ml"])]
+              and ("sides" not in c or side in c["sides"])]
     if failed:
         return False, "; ".join(failed)
     return True, ""

@@ -228,7 +228,7 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
     out.meta["coverage"] = coverage(arr, index_of, affine, si)
     out.meta["quality_checks"] = quality_checks(
         arr, hu, index_of, affine, volume.voxel_volume_ml, frame.midline_x, out.meta["coverage"], out.lesions,
-        out.lesion_masks, detection_params()["min_report_confidence"]) if lesions else {}
+        out.lesion_masks, detection_params()["min_report_confidence"], labelmap.meta) if lesions else {}
     steps.advance("lesions")
 
     # --- sentences, grouped by region ---------------------------------------------------------------

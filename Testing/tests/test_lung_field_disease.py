@@ -167,3 +167,25 @@ def test_disease_spec_parses_places_and_spicules():
     specs = parse_findings("mass:RLL:55:diaphragm:spiculated,pleural_effusion:left:250:atelectasis")
     assert (specs[0].place, specs[0].spiculated, specs[0].subtype) == ("diaphragm", True, "solid")
     assert specs[1].atelectasis and specs[1].side == "left"
+
+
+def test_sides_come_from_the_spine_when_the_carina_is_cut_off(clean):
+    """A field of view cut below the carina and to one side: the body's box is off-centre, the spine is not."""
+    ph, _ = clean
+    vol, labels = ph.volume, ph.labels
+    z0, z1 = int(vol.shape[2] * 0.25), int(vol.shape[2] * 0.5)  # lower chest, below the carina
+    cut = 30  # LPS voxel order: the first columns are the patient's right; 60 mm of them go
+    arr = np.ascontiguousarray(vol.array[cut:, :, z0:z1])
+    affine = vol.affine.copy()
+    affine[:3, 3] = vol.affine[:3, :3] @ np.array([cut, 0, z0]) + vol.affine[:3, 3]
+    seg = analyze(Volume(arr, affine), segmenter="builtin").labelmap
+    truth = labels.array[cut:, :, z0:z1]
+    names = {n: i for i, n in labels.names.items()}
+    got = {n: i for i, n in seg.names.items()}
+    for side in ("right", "left"):
+        lobes = [n for n in names if n.startswith("lung_") and n.endswith(side) and "lobe" in n]
+        truth_side = np.isin(truth, [names[n] for n in lobes])
+        labelled = np.isin(seg.array, [got[n] for n in lobes if n in got])
+        share = np.count_nonzero(labelled & truth_side) / np.count_nonzero(truth_side)
+        assert share > 0.9, (side, share)
+    assert not any("middle of the body" in n for n in seg.meta["notes"])

@@ -163,6 +163,24 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
     return Skeleton(bone, parts, names, axis, how, notes)
 
 
+def spine_midline(grid: Grid, body: np.ndarray, params: dict) -> float | None:
+    """Coarse x of the vertebral column, for scans without a carina (a field of view cut to one side or to the
+    lower chest): the x where the bone in the back half of the body gathers, slice after slice (the column is in
+    every slice; ribs spread out). None without enough bone. The side of a point is then its x against this, in
+    the canonical grid the affine defines -- never the middle of the image or of the cut body."""
+    bone = find_bone(grid, body, np.zeros(body.shape, bool), params)
+    ys = np.flatnonzero(body.any(axis=(0, 2)))
+    if not bone.any() or ys.size == 0:
+        return None
+    back = bone[:, : int((ys[0] + ys[-1]) / 2), :]  # canonical y grows anteriorly
+    per_slice = back.any(axis=1)  # (x, z): where posterior bone is, slice by slice
+    if per_slice.any(axis=0).sum() < 3:
+        return None
+    width = max(1, int(round(params["spine_half_width_mm"] / grid.coarse_spacing[0])))
+    profile = ndi.uniform_filter1d(per_slice.sum(axis=1).astype(np.float64), size=width)
+    return float(np.argmax(profile))
+
+
 def spine_axis(grid: Grid, bone: np.ndarray, body: np.ndarray) -> np.ndarray:
     """Per slice: x of the vertebral column and the y of its front (vertebral body) and back (spinous process).
 

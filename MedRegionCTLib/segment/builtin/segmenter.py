@@ -17,7 +17,7 @@ from ...volume import LabelMap, Volume
 from . import masks
 from .airways import Airways, find_airways
 from .body import Body, find_body, split_arms
-from .bones import Skeleton, find_bone, spine_axis, split_skeleton
+from .bones import Skeleton, find_bone, spine_axis, spine_midline, split_skeleton
 from .diaphragm import below, diaphragm_height
 from .grid import Grid, bounding_box
 from .lobes import LobeModel, bases_model, fissure_model, zone_model
@@ -52,6 +52,7 @@ class Found:
     lobes: LobeModel
     pleural: PleuralSpace | None = None  # lung fields with their disease, pleural fluid (chest CTs only)
     notes: list = field(default_factory=list)
+    dome_mm: dict = field(default_factory=dict)  # side -> height (RAS z, mm) of the fitted diaphragm dome
 
 
 class BuiltinSegmenter:
@@ -99,6 +100,8 @@ class BuiltinSegmenter:
             "bone_classes": sorted(n for n in produced if n.startswith(BONE_PREFIXES)),
             "working_spacing_mm": [round(float(s), 3) for s in grid.coarse_spacing],
         }
+        if found.dome_mm:
+            meta["diaphragm_dome_mm"] = found.dome_mm
         if found.pleural is not None:
             v = grid.coarse_voxel_ml
             meta["lung_field_ml"] = {s: round(float(found.pleural.field[s].sum() * v), 1) for s in ("left", "right")}
@@ -124,9 +127,12 @@ class BuiltinSegmenter:
         central = air.trachea | air.bronchus_left | air.bronchus_right
         if air.carina is not None:
             midline = float(air.carina[0])
-        else:
-            xs = np.flatnonzero(body.trunk.any(axis=(1, 2)))
-            midline = (xs[0] + xs[-1]) / 2.0 if xs.size else grid.coarse_shape[0] / 2.0
+        else:  # no carina (a cropped field of view): the spine, in the affine's own patient axes
+            midline = spine_midline(grid, body.trunk, p["bones"])
+            if midline is None:
+                xs = np.flatnonzero(body.trunk.any(axis=(1, 2)))
+                midline = (xs[0] + xs[-1]) / 2.0 if xs.size else grid.coarse_shape[0] / 2.0
+                notes.append("no carina and no spine found: the sides are split at the middle of the body")
 
         steps.advance("lungs")
         lungs = find_lungs(grid, body.trunk & ~body.outside_air, central, midline, p["lungs"])
@@ -196,7 +202,27 @@ class BuiltinSegmenter:
         if chest:
             lobes = zone_model(grid, lungs.left, lungs.right, air.carina)
             lobes = fissure_model(grid, lungs.left, lungs.right, lobes, p["fissures"])
-        return Found(body, air, lungs, chest, blood, skeleton, med, thyroid, breasts, abdomen, lobes, pleural, notes)
+        found = Found(body, air, lungs, chest, blood, skeleton, med, thyroid, breasts, abdomen, lobes, pleural, notes)
+        if chest and height is not None:
+            found.dome_mm = _dome_heights(grid, height, lungs)
+        return found
+
+
+def _dome_heights(grid: Grid, height: np.ndarray, lungs) -> dict:
+    """Per side, the world RAS z (mm) of the diaphragm dome: the highest point of the fitted surface under that
+    lung (its median over the lung's footprint above the lowest quarter would mix in the recesses)."""
+    out = {}
+    for side in ("left", "right"):
+        foot = getattr(lungs, side).any(axis=2)
+        if foot.sum() < 20:
+            continue
+        k = float(np.percentile(height[foot], 90))
+        centre = np.argwhere(foot).mean(axis=0)
+        # canonical grid: z index grows superiorly; coarse slice k lies at fine index k * factor
+        world = grid.affine @ np.array([centre[0] * grid.factors[0], centre[1] * grid.factors[1],
+                                        (k + 0.5) * grid.factors[2] - 0.5, 1.0])
+        out[side] = round(float(world[2]), 1)
+    return out
 
 
 def heart_body(grid: Grid, heart: np.ndarray, params: dict) -> np.ndarray:
