@@ -14,7 +14,15 @@ from ..progress import Steps, check_cancel
 from . import clinical as clin
 from .assessability import coverage, quality_checks
 from .intensity import PERCENTILES, hu_statistics
-from .lesions import BODY_CLASSES, describe_nodule, detection_params, distance_to, find_nodules, find_pleural_effusions
+from .lesions import (
+    BODY_CLASSES,
+    air_bronchograms,
+    describe_nodule,
+    detection_params,
+    distance_to,
+    find_nodules,
+    find_pleural_effusions,
+)
 from .masses import contact_share, find_masses, touching
 from .pleural_fluid import effusions_from_label
 from .position import Frame, describe_position, lobe_of
@@ -364,8 +372,18 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
     names = {i: n for n, i in index_of.items()}
     field_values = [index_of[n] for n in lung_names]
     masses = find_masses(hu, lung, affine, params, cancel=cancel)
-    nodules = [les for les in find_nodules(hu, lung, affine, si, params, cancel=cancel, allowed=allowed)
-               if not any(_inside(les, m) for m in masses)]  # a nodule candidate inside a mass is part of it
+    nodules = find_nodules(hu, lung, affine, si, params, cancel=cancel, allowed=allowed)
+    # One lesion found by both searches is kept once: by the nodule search when the lung surrounds it (its mask
+    # keeps the partial-volume rim the mass search's threshold cuts off), by the mass search when it rests on
+    # the mediastinum, the hilum, the chest wall or the diaphragm.
+    def nodule_view(m) -> bool:
+        inner = [n for n in nodules if _inside(n, m) and n.mask.sum() >= 0.5 * m.mask.sum()]
+        # consolidation, too, is seen better by the nodule search: its mask keeps the aerated bronchi's walls
+        return bool(inner) and (not touching(m, arr, names, field_values, affine) or any(
+            air_bronchograms(n, hu, affine, params)["tubes"] for n in inner))
+
+    masses = [m for m in masses if not nodule_view(m)]
+    nodules = [n for n in nodules if not any(_inside(n, m) for m in masses)]
     def describe(les, search: str) -> bool:
         """Fill in the lesion's attributes; False (and recorded as unreported) below the reporting confidence."""
         describe_nodule(les, hu, affine, si, params, mass_min, lung)
@@ -383,10 +401,11 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         a["touches"] = touching(les, arr, names, field_values, affine)
         a["told_from_consolidation"] = _told_apart(les)
         # Where the hilar vessels enter the lung they form lumps no intensity rule tells from a nodule: a
-        # small candidate touching the mediastinal vessels keeps a low confidence and is not reported. A mass
-        # (30 mm or more) is larger than any of those lumps.
+        # candidate of the nodule search touching the mediastinal vessels keeps a low confidence and is not
+        # reported (the mass search has its own rules for the hilum and the mediastinum, below).
         a["distance_to_hilar_vessels_mm"] = distance_to(les, hilar, affine)
-        if a["distance_to_hilar_vessels_mm"] <= params["hilar_distance_mm"] and a["max_diameter_mm"] < mass_min:
+        near_vessels = a["distance_to_hilar_vessels_mm"] <= params["hilar_distance_mm"]
+        if near_vessels and (search == "nodule search" or a["max_diameter_mm"] < mass_min):
             les.confidence = round(les.confidence * 0.4, 3)
         # The pulmonary arteries and veins at the lung root are as thick as a small mass and, without contrast,
         # as dense; next to the mediastinum, close to the midline, lie the great veins and the nodes (the
