@@ -300,6 +300,13 @@ class _Writer:
                 yield self.item(limitation_side(side, ok[side][1]), [f"region:{key}"], paths,
                                 kind=LIMITATION_SENTENCE)
 
+    def fluid_floor_ml(self) -> str:
+        """The smallest pleural fluid the chain reports: the segmenter's floor when it labelled the fluid, the
+        reporting threshold otherwise (what an absence of fluid is stated down to)."""
+        meta = (self.case.labelmap.meta or {}) if self.case.labelmap is not None else {}
+        floor = meta.get("pleural_fluid_min_ml", self.thresholds["pleural_effusion_volume_ml"]["threshold"])
+        return _num(floor, 0)
+
     def lesion_provenance(self, les: dict) -> list[str]:
         """How a lung lesion was found and placed, where that limits it (the lobe of a zone model)."""
         words = self.table["provenance_phrases"]
@@ -583,11 +590,13 @@ def _pleural_effusion(w: _Writer, ph: dict, key: str):
     unseen = [s for s in ("right", "left") if s not in present]
     ok = {s: w.assessable(s) for s in unseen}
     if len(unseen) == 2 and all(v[0] for v in ok.values()):
-        yield w.item(ph["absent"], [f"region:{key}"], paths, kind=NEGATIVE_SENTENCE)
+        yield w.item(ph["absent"].format(min_ml=w.fluid_floor_ml()), [f"region:{key}"], paths,
+                     kind=NEGATIVE_SENTENCE)
         return
     for side in unseen:
         if ok[side][0]:
-            yield w.item(ph["absent_side"].format(side=side), [f"region:{key}"], paths, kind=NEGATIVE_SENTENCE)
+            yield w.item(ph["absent_side"].format(side=side, min_ml=w.fluid_floor_ml()), [f"region:{key}"], paths,
+                         kind=NEGATIVE_SENTENCE)
         else:
             yield w.item(ph["cannot_exclude_side"].format(side=side, reason=ok[side][1]), [f"region:{key}"], paths,
                          kind=LIMITATION_SENTENCE)

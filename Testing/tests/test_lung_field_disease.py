@@ -72,8 +72,9 @@ def test_collapsed_lung_next_to_an_effusion_is_not_called_a_mass(disease):
     pleura = a.report.region("pleura")
     fluid = [les for les in a.measurements.lesions if les["kind"] == "pleural_effusion"]
     if not fluid:  # a dome carried over a recess full of fluid: the effusion is missed, but never denied
-        assert not any("no pleural effusion" in s.text.lower() and truth["side"] in s.text.lower() or
-                       s.text.lower().startswith("no pleural effusion is seen.") for s in pleura.sentences)
+        denials = [s.text for s in pleura.sentences if "no pleural effusion" in s.text.lower()]
+        # a denial naming the effusion's side, or one for both sides (naming none), would be false
+        assert not [t for t in denials if truth["side"] in t or not any(x in t for x in ("left", "right"))], denials
     else:
         assert [les["side"] for les in fluid] == [truth["side"]]
 

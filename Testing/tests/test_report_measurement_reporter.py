@@ -79,7 +79,7 @@ def test_finding_free_phantom_states_no_finding(clean):
     assert _present(report.text()) == set()
     # normal statements only where a measurement shows the normal
     assert "No pulmonary nodule or mass of 12 mm or larger" in report.region("lung").paragraph  # 4 mm voxels
-    assert "No pleural effusion is seen." in report.region("pleura").paragraph
+    assert "No pleural effusion of 10 mL or more is seen." in report.region("pleura").paragraph
     assert "Heart size is normal" in report.region("heart").paragraph
     assert "0.39" in report.region("heart").paragraph  # the cardiothoracic ratio, from the measurements
     assert "The thoracic aorta has a normal calibre" in report.region("mediastinum").paragraph

@@ -310,6 +310,9 @@ def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.nda
     for side in ("left", "right"):
         field_[side], effusion[side] = sort_cavity(grid, getattr(lungs, side), cavity[side], under, contrast,
                                                    params, recess[side])
+    for side in ("left", "right"):  # a side's fluid counts from effusion_side_min_ml in all
+        if effusion[side].sum() * grid.coarse_voxel_ml < params["effusion_side_min_ml"]:
+            effusion[side] = np.zeros(effusion[side].shape, bool)
     notes = []
     added = {s: float((field_[s] & ~getattr(lungs, s)).sum() * grid.coarse_voxel_ml) for s in field_}
     for s, ml in added.items():

@@ -107,6 +107,7 @@ class BuiltinSegmenter:
             meta["lung_field_ml"] = {s: round(float(found.pleural.field[s].sum() * v), 1) for s in ("left", "right")}
             meta["pleural_fluid_ml"] = {s: round(float(found.pleural.effusion[s].sum() * v), 1)
                                         for s in ("left", "right")}
+            meta["pleural_fluid_min_ml"] = float(self.params["pleural_space"]["effusion_side_min_ml"])
         steps.report(1.0, "done")
         return LabelMap(array, volume.affine.copy(), names, meta)
 
