@@ -11,10 +11,12 @@ from .grid import Grid
 
 
 def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict,
-                     exclude_columns: np.ndarray | None = None) -> np.ndarray | None:
+                     exclude_columns: np.ndarray | None = None,
+                     fat_pad_columns: np.ndarray | None = None) -> np.ndarray | None:
     """Per (x, y) coarse column the coarse z (float) of the diaphragm's upper surface, or None when no lung
     rests on the diaphragm in the field of view. ``exclude_columns`` (x, y) are not used as floor points (the
-    lung over the heart rests on the heart, not on the diaphragm)."""
+    lung over the heart rests on the heart, not on the diaphragm). In ``fat_pad_columns`` a floor resting on
+    fat is carried down through the fat to the organ under it (the cardiophrenic fat pad over the liver)."""
     if not lungs.any():
         return None
     nx, ny, nz = lungs.shape
@@ -27,6 +29,9 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     if xs.size < 20:
         return None
     zs = low[xs, ys]
+    if fat_pad_columns is not None:
+        pad = fat_pad_columns[xs, ys]
+        zs[pad] = _through_fat(grid, lungs, xs[pad], ys[pad], zs[pad], params)
     # under the floor (4-6 mm down): an abdominal organ, not fat, fluid or the edge of the image
     k_under = np.maximum(zs - max(1, int(round(5.0 / grid.coarse_spacing[2]))), 0)
     hu_under = grid.coarse[xs, ys, k_under]
@@ -54,6 +59,28 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     surf = ndi.gaussian_filter(surf, 6.0 / grid.coarse_spacing[:2])
     # (no clamping to the lung floor: a lung floor lifted by an effusion is not the diaphragm)
     return np.clip(surf, -1, nz)
+
+
+def _through_fat(grid: Grid, lungs, xs, ys, zs, params: dict) -> np.ndarray:
+    """Floors resting on a fat pad (the cardiophrenic fat over the liver dome) moved down to the organ under
+    the fat, when an organ follows within ``fat_reach_mm``; other floors unchanged."""
+    reach = int(round(params.get("fat_reach_mm", 0.0) / grid.coarse_spacing[2]))
+    if reach < 1 or xs.size == 0:
+        return zs
+    depth = np.arange(1, reach + 1)
+    ks = zs[:, None] - depth[None, :]
+    inside = ks >= 0
+    hu = grid.coarse[xs[:, None], ys[:, None], np.maximum(ks, 0)]
+    hu = np.where(inside & ~lungs[xs[:, None], ys[:, None], np.maximum(ks, 0)], hu, np.nan)
+    fat = (hu > params["fat_hu"][0]) & (hu < params["fat_hu"][1])
+    organ = (hu > params["organ_hu_min"]) & (hu < params["organ_hu_max"])
+    first_organ = np.where(organ.any(axis=1), np.argmax(organ, axis=1), reach)
+    # only fat (partial-volume edges aside) between the floor and the organ
+    fat_before = np.cumsum(~fat, axis=1)
+    clean = np.take_along_axis(fat_before, np.maximum(first_organ - 1, 0)[:, None], axis=1)[:, 0] <= 1
+    starts_fat = fat[:, 0] | fat[:, min(1, reach - 1)]
+    move = starts_fat & (first_organ < reach) & clean
+    return np.where(move, zs - first_organ, zs)
 
 
 def below(height: np.ndarray | None, shape) -> np.ndarray:

@@ -137,6 +137,49 @@ def find_mediastinum(grid: Grid, lungs: np.ndarray, body: np.ndarray, bone: np.n
     return Mediastinum(space, heart, aorta, esophagus, contrast, blood_hu, notes)
 
 
+def heart_footprint(grid: Grid, heart: np.ndarray, lungs: np.ndarray, params: dict):
+    """``(foot, sheet)``: the (x, y) columns where a lung rests on the heart, not on the diaphragm (the heart's
+    columns, a little wider), and the columns left out of them where the heart mask is only a thin sheet
+    right under a lung, outside the heart's upper body -- there the mask spread over the liver dome (under
+    its fat pad), and the lung's floor is the diaphragm."""
+    has = heart.any(axis=2)
+    if not has.any():
+        return has, has
+    sz = grid.coarse_spacing[2]
+    nz = heart.shape[2]
+    sheet = int(round(params["heart_sheet_mm"] / sz))
+    top = nz - 1 - np.argmax(heart[:, :, ::-1], axis=2)
+    bottom = np.argmax(heart, axis=2)
+    thin = top - bottom + 1 < sheet
+    ks = np.arange(nz)[None, None, :]
+    lung_over = (lungs & (ks > top[:, :, None]) & (ks <= top[:, :, None] + sheet)).any(axis=2)
+    lowest = int(np.flatnonzero(heart.any(axis=(0, 1)))[0])
+    upper_body = heart[:, :, lowest + sheet:].any(axis=2)
+    sheet = has & thin & lung_over & ~upper_body
+    return ndi.binary_dilation(has & ~sheet, iterations=2), sheet
+
+
+def bridge_under_heart(height: np.ndarray, foot: np.ndarray) -> np.ndarray:
+    """The diaphragm under the heart no lower than the straight line joining its heights on either side of the
+    heart's columns, row by row from front to back (the central tendon spans the cardiophrenic angles; the
+    spread fill alone sags towards the low posterior recesses and lets the heart mask into the liver)."""
+    out = height.copy()
+    nx = height.shape[0]
+    for j in np.flatnonzero(foot.any(axis=0)):
+        col = foot[:, j]
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], col, [False])).astype(np.int8)))
+        for a, b in zip(edges[::2], edges[1::2]):  # foot columns a .. b-1 in this row
+            left = height[a - 1, j] if a > 0 else None
+            right = height[b, j] if b < nx else None
+            if left is None and right is None:
+                continue
+            left = right if left is None else left
+            right = left if right is None else right
+            line = np.linspace(left, right, b - a + 2)[1:-1]
+            out[a:b, j] = np.maximum(out[a:b, j], line)
+    return out
+
+
 def redo_heart(grid: Grid, med: Mediastinum, lungs, body, bone, spine_axis, carina, airway, under_diaphragm,
                params: dict) -> Mediastinum:
     """The space and heart again under a corrected diaphragm (aorta and oesophagus kept)."""

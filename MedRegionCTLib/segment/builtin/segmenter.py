@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ...data import load_json
 from ...progress import ProgressCallback, Steps
@@ -21,7 +20,7 @@ from .diaphragm import below, diaphragm_height
 from .grid import Grid
 from .lobes import LobeModel, bases_model, fissure_model, zone_model
 from .lungs import Lungs, find_lungs
-from .mediastinum import Mediastinum, contrast_blood, find_mediastinum, redo_heart
+from .mediastinum import Mediastinum, bridge_under_heart, contrast_blood, find_mediastinum, heart_footprint, redo_heart
 from .neck_and_wall import abdominal_cavity, find_breasts, find_thyroid
 from .painting import Painter, paint_airways_and_bones, paint_body, paint_lungs
 
@@ -154,8 +153,11 @@ class BuiltinSegmenter:
                                    air.tree, under, p["mediastinum"], blood)
         if med.heart.any() and height is not None:
             # the lung over the heart rests on the heart: fit the diaphragm again without those floors
-            foot = ndi.binary_dilation(med.heart.any(axis=2), iterations=2)
-            height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"], exclude_columns=foot)
+            foot, sheet = heart_footprint(grid, med.heart, lungs.both, p["mediastinum"])
+            height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"], exclude_columns=foot,
+                                      fat_pad_columns=sheet)
+            if height is not None:
+                height = bridge_under_heart(height, foot)
             under = below(height, grid.coarse_shape)
             med = redo_heart(grid, med, lungs.both, body.trunk, skeleton.bone, skeleton.spine_axis, air.carina,
                              air.tree, under, p["mediastinum"])
