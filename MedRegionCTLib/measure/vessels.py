@@ -59,6 +59,7 @@ class Section:
     point: list              # centre of the plane (world mm)
     normal: list
     cut_by_field_of_view: bool = False
+    fat_bounded: float = float("nan")  # share of the outline that borders fat (NaN without the CT)
 
 
 @dataclass
@@ -201,10 +202,12 @@ def cross_section(mask: np.ndarray, affine: np.ndarray, point, normal, half_mm: 
     connected piece at the point (or nearest to it), its largest diameter, the width perpendicular to that,
     and its area. The mask is interpolated linearly and cut at one half (its partial-volume edge).
 
-    With the CT (``hu``, same grid) and ``wall`` (``{"mm": .., "fat_hu": ..}``) the outline is carried out to
-    the vessel's outer wall where a mask of the lumen stops short of it: along each ray from the centre, past
-    the mask's edge, to where the tissue turns to fat within ``wall["mm"]`` (left at the mask's edge where no
-    fat follows, against a neighbouring organ). Vessel calibres are measured outer wall to outer wall."""
+    With the CT (``hu``, same grid) and ``wall`` the outline follows the vessel's outer wall wherever fat
+    surrounds it: along each ray from the centre it ends where the tissue turns to fat (half-way between the
+    two), from half the radius on -- short of the edge of a mask that spread into the fat; and, around a lumen
+    brighter than soft tissue (iodine), up to ``wall["mm"]`` past the mask's edge, through the wall a mask of
+    the lumen leaves out. Where no fat follows (against a neighbouring organ) the mask's edge stands. Vessel
+    calibres are measured outer wall to outer wall."""
     point = np.asarray(point, float)
     n, u, v = _basis(normal)
     inv = np.linalg.inv(affine)
@@ -232,26 +235,27 @@ def cross_section(mask: np.ndarray, affine: np.ndarray, point, normal, half_mm: 
     else:
         d = ndimage.distance_transform_edt(lab == 0, return_indices=True)[1]
         keep = lab[d[0][mid, mid], d[1][mid, mid]]
-    piece = lab == keep
+    piece = ndimage.binary_fill_holes(lab == keep)
     if piece[[0, -1], :].any() or piece[:, [0, -1]].any():
         return None  # wider than the plane's window: not a vessel section
     touches_edge = bool((ndimage.binary_dilation(piece) & outside).any())
     near = ndimage.binary_dilation(piece, iterations=2)
-    own = np.where(near, frac, 0.0)
+    own = np.where(piece, 1.0, np.where(near, frac, 0.0))
     plane_hu = None
     if hu is not None and wall:
         plane_hu = ndimage.map_coordinates(np.asarray(hu[box], np.float32), coords, order=1, mode="nearest")
-    outline = _ray_outline(own, plane_hu, np.argwhere(piece).mean(axis=0), step_mm, wall)
+    outline, fat_share = _ray_outline(own, plane_hu, np.argwhere(piece).mean(axis=0), step_mm, wall)
     pts = (outline - mid) * step_mm
     x, y = pts[:, 0], pts[:, 1]
     area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
     diameter, width = _feret(pts)
-    return Section(diameter, width, area, point.tolist(), n.tolist(), touches_edge)
+    return Section(diameter, width, area, point.tolist(), n.tolist(), touches_edge, fat_share)
 
 
 def _ray_outline(own: np.ndarray, plane_hu, centre, step_mm: float, wall: dict | None, rays: int = 120):
     """Outline points (plane pixels) along ``rays`` rays from ``centre``: the first drop of ``own`` below one
-    half, carried out to the outer wall when ``plane_hu`` is given."""
+    half, moved to the fat when ``plane_hu`` is given (see :func:`cross_section`); and the share of rays
+    that met fat."""
     fine = 0.25
     radii = np.arange(0.0, max(own.shape) / 2.0 + 1.0, fine)
     ang = np.linspace(0.0, 2 * np.pi, rays, endpoint=False)
@@ -265,20 +269,37 @@ def _ray_outline(own: np.ndarray, plane_hu, centre, step_mm: float, wall: dict |
     f0, f1 = f[np.arange(rays), i0], f[np.arange(rays), first]
     t = np.clip((f0 - 0.5) / np.maximum(f0 - f1, 1e-6), 0.0, 1.0)
     r = radii[i0] + t * (radii[first] - radii[i0])
+    met = np.zeros(rays, bool)
     if plane_hu is not None:
-        h = ndimage.map_coordinates(plane_hu, np.moveaxis(pos, -1, 0), order=1, mode="nearest")
-        reach = int(round(wall["mm"] / step_mm / fine))
+        h = ndimage.map_coordinates(ndimage.gaussian_filter(plane_hu, 1.0), np.moveaxis(pos, -1, 0), order=1,
+                                    mode="nearest")
+        inner = np.median(h[np.arange(rays), np.maximum(first // 2, 0)])
+        # a lumen brighter than soft tissue (iodine) has a wall outside its mask; unenhanced blood and wall
+        # look alike, and a mask of them already holds the wall
+        grow = inner > wall["contrast_lumen_hu"]
+        fat = h < wall["fat_hu"]
+        fat &= np.concatenate([fat[:, 1:], fat[:, -1:]], axis=1)  # two samples running: not a noise dip
+        lo = int(0.5 * np.median(r) / fine)
+        reach = np.minimum(first + (int(round(wall["mm"] / step_mm / fine)) if grow else 0), len(radii) - 1)
+        blur = int(round(1.0 / step_mm / fine))
         for k in range(rays):
-            seg = h[k, first[k]:first[k] + reach + 1]
-            fat = np.flatnonzero(seg < wall["fat_hu"])
-            # a wall is soft tissue between the lumen and the fat; a dense neighbour (another vessel) is not
-            if fat.size and fat[0] > 0 and seg[:fat[0]].max() < wall["max_hu"]:
-                j = first[k] + fat[0]
-                a, b = h[k, j - 1], h[k, j]
-                s = np.clip((a - wall["fat_hu"]) / max(a - b, 1e-6), 0.0, 1.0)
-                r[k] = max(r[k], radii[j - 1] + s * fine)
+            hits = np.flatnonzero(fat[k, lo:reach[k] + 1])
+            if not hits.size:
+                continue  # no fat within reach: a neighbouring organ, the mask's edge stands
+            j = lo + hits[0]
+            if j > first[k] + blur and h[k, first[k] + blur:j].max() >= wall["max_hu"]:
+                continue  # dense tissue past the mask: another vessel, not this one's wall
+            # the edge is half-way between the tissue just inside and the fat
+            level = 0.5 * (h[k, max(j - blur, 0):j].max() + h[k, j:j + blur + 1].min())
+            back = np.flatnonzero(h[k, :j + 1] >= level)
+            e = int(back[-1]) if back.size else j - 1
+            a, b = h[k, e], h[k, e + 1]
+            s = np.clip((a - level) / max(a - b, 1e-6), 0.0, 1.0)
+            r[k] = radii[e] + s * fine
+            met[k] = True
     r = ndimage.median_filter(r, size=5, mode="wrap")  # one stray ray does not make a diameter
-    return centre[None, :] + r[:, None] * dirs
+    share = float(met.mean()) if plane_hu is not None else float("nan")
+    return centre[None, :] + r[:, None] * dirs, share
 
 
 def _feret(pts: np.ndarray) -> tuple[float, float]:
@@ -354,22 +375,45 @@ def _equivalent_diameters(mask, affine, line: Centerline, indices, table) -> np.
     return np.asarray(out)
 
 
-def _sinotubular_by_shape(mask, affine, line: Centerline, asc_end: int, table) -> tuple[int, str]:
-    """The sinotubular junction from the calibre along the ascending aorta: where the sinus bulge above the
-    root has narrowed back to the tubular calibre; the first point when no bulge shows (the mask starts above
-    the root)."""
+def _leaves_heart(mask, affine, line: Centerline, first: int, asc_end: int, hu, table) -> int | None:
+    """The first point of the ascending aorta whose outline borders fat over at least ``fat_share`` of its
+    round for ``fat_run_mm`` running (the root and the sinuses lie within the heart, the tubular aorta in the
+    mediastinal fat), at least ``tubular_min_mm`` below the top of the ascending limb; None if none."""
     stride = max(1, int(round(2.0 / line.step_mm)))
-    reach = int(round((table["sinus_search_mm"] + 20.0) / line.step_mm))
-    idx = np.arange(0, min(asc_end, reach) + 1, stride)
+    stop = asc_end - int(round(table["tubular_min_mm"] / line.step_mm))
+    need = max(1, int(round(table["fat_run_mm"] / (stride * line.step_mm))))
+    run = 0
+    for i in range(first, stop + 1, stride):
+        s = cross_section(mask, affine, line.points[i], line.tangents[i], table["section_half_width_mm"], 1.0, hu,
+                          table["wall"])
+        run = run + 1 if s is not None and s.fat_bounded >= table["fat_share"] else 0
+        if run >= need:
+            return i - (need - 1) * stride
+    return None
+
+
+def _sinotubular_by_shape(mask, affine, line: Centerline, asc_end: int, table, hu=None) -> tuple[int, str]:
+    """The sinotubular junction from the calibre along the ascending aorta: where the sinus bulge above the
+    root has narrowed back to the tubular calibre. Without a bulge: where the aorta leaves the heart into the
+    fat (a mask that runs on into the heart), else the first point (the mask starts above the root)."""
+    stride = max(1, int(round(2.0 / line.step_mm)))
+    # within a radius of the mask's end the plane cuts the end cap, not the vessel
+    first = int(round(float(line.radius[: max(2, int(10.0 / line.step_mm))].max()) / line.step_mm))
+    reach = first + int(round((table["sinus_search_mm"] + 20.0) / line.step_mm))
+    idx = np.arange(first, min(asc_end, reach) + 1, stride)
     if idx.size < 4:
-        return 0, "the aorta's first point (its root is not in the mask)"
+        return first, "the aorta's first point (its root is not in the mask)"
     d = _equivalent_diameters(mask, affine, line, idx, table)
     tubular = np.nanmedian(_equivalent_diameters(mask, affine, line, np.arange(idx[-1], asc_end + 1, stride),
                                                  table)) if asc_end > idx[-1] else np.nanmedian(d[-3:])
-    sinus_zone = idx <= table["sinus_search_mm"] / line.step_mm
+    sinus_zone = idx <= first + table["sinus_search_mm"] / line.step_mm
     k = int(np.nanargmax(np.where(sinus_zone, d, -np.inf)))
     if not np.isfinite(d[k]) or d[k] < 1.08 * tubular:
-        return 0, "the aorta's first point (no sinus bulge in the mask)"
+        if hu is not None:  # the root lies inside the heart; the tubular aorta leaves it into the fat
+            j = _leaves_heart(mask, affine, line, first, asc_end, hu, table)
+            if j is not None:
+                return j, "where the aorta leaves the heart into the mediastinal fat"
+        return first, "the aorta's first point (no sinus bulge in the mask)"
     back = np.flatnonzero((np.arange(idx.size) > k) & (d <= 1.04 * tubular))
     j = idx[back[0]] if back.size else idx[-1]
     return int(j), "the calibre waist above the sinuses"
@@ -415,7 +459,7 @@ def aorta_landmarks(aorta: np.ndarray, affine: np.ndarray, structures: dict | No
             idx["sinotubular_junction"] = (int(np.argmin(np.linalg.norm(line.points[:a + 1] - c, axis=1))),
                                            "sinotubular junction mask")
         else:
-            idx["sinotubular_junction"] = _sinotubular_by_shape(aorta, affine, line, a, table)
+            idx["sinotubular_junction"] = _sinotubular_by_shape(aorta, affine, line, a, table, hu)
         s = idx["sinotubular_junction"][0]
         if a - s >= 4:
             idx["mid_ascending_aorta"] = ((s + a) // 2, "midway between the sinotubular junction and the arch")
@@ -450,3 +494,81 @@ def aorta_landmarks(aorta: np.ndarray, affine: np.ndarray, structures: dict | No
             lm.notes.append("no closed vessel section at this point")
         out[key] = lm
     return line, out, notes
+
+
+def _path_line(work, edt, aff, start, end, step_mm) -> Centerline | None:
+    sp = np.linalg.norm(aff[:3, :3], axis=0)
+    path = _centred_path(work, edt, sp, start, end)
+    inv = np.linalg.inv(aff)
+
+    def edt_world(points):
+        ijk = (points @ inv[:3, :3].T + inv[:3, 3]).T
+        return ndimage.map_coordinates(edt, ijk, order=1, mode="nearest")
+
+    return _resample(path, aff, edt_world, step_mm, smooth_mm=3.0)
+
+
+def pulmonary_landmarks(pa: np.ndarray, affine: np.ndarray, structures: dict | None = None,
+                        hu: np.ndarray | None = None):
+    """Centreline of the pulmonary trunk and its landmark "main pulmonary artery before the bifurcation"
+    (dict key -> :class:`Landmark`), with notes. The trunk starts at the mask's most anterior point (the
+    pulmonary valve); the two branch tips are the point farthest along the tube from it and the point
+    farthest from that first path; the bifurcation is where the two paths part. TotalSegmentator's
+    ``pul_bifurcation`` mask, when labelled, places the landmark instead."""
+    table = landmark_table()
+    spec = table["pulmonary"]["main_pulmonary_artery"]
+    structures = structures or {}
+    if pa.sum() < 20:
+        return None, {}, ["the pulmonary artery is too small to trace"]
+    work, aff = _working_mask(pa, affine, 1.5)
+    sp = np.linalg.norm(aff[:3, :3], axis=0)
+    edt = ndimage.distance_transform_edt(work, sampling=sp)
+    vox = np.argwhere(work)
+    world = vox @ aff[:3, :3].T + aff[:3, 3]
+    root = tuple(vox[np.argmax(world[:, 1])])
+    d_root = _geodesic(work, sp, root)
+    tip1 = np.unravel_index(np.argmax(np.where(np.isfinite(d_root), d_root, -1)), work.shape)
+    line1 = _path_line(work, edt, aff, root, tip1, 1.0)
+    if line1 is None:
+        return None, {}, ["the pulmonary artery is too short to trace"]
+    inv = np.linalg.inv(aff)
+    ijk1 = np.rint(line1.points @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+    ijk1 = np.clip(ijk1, 0, np.asarray(work.shape) - 1)
+    starts = [tuple(p) for p in ijk1 if work[tuple(p)]]
+    mcp = MCP_Geometric(np.where(work, 1.0, np.inf), sampling=tuple(sp))
+    d_path, _ = mcp.find_costs(starts)
+    far = np.where(np.isfinite(d_path), d_path, -1)
+    tip2 = np.unravel_index(np.argmax(far), work.shape)
+    notes = []
+    split = None
+    if far[tip2] >= 15.0:  # a second branch at least 15 mm long
+        line2 = _path_line(work, edt, aff, root, tip2, 1.0)
+        if line2 is not None:
+            gap = np.min(np.linalg.norm(line1.points[:, None, :] - line2.points[None, :, :], axis=-1), axis=1)
+            apart = np.flatnonzero(gap > np.maximum(0.5 * line1.radius, 2.0))
+            split = int(apart[0]) if apart.size else None
+    c = _center(structures["pul_bifurcation"], affine) if structures.get("pul_bifurcation") is not None else None
+    if c is not None:
+        i, how = line1.nearest(c), "pulmonary bifurcation mask"
+    elif split is not None:
+        back = max(spec["before_branching_mm"], float(line1.radius[split]))
+        i, how = line1.offset(split, -back), "before the branching point (trunk's shape)"
+    else:
+        return line1, {}, ["the pulmonary bifurcation is not in the field of view or not traced"]
+    lm = Landmark("main_pulmonary_artery", spec["name"], int(i), how)
+
+    def cut(j):
+        return cross_section(pa, affine, line1.points[j], line1.tangents[j], table["section_half_width_mm"],
+                             table["section_step_mm"], hu, table["wall"])
+
+    lm.section = cut(i)
+    if c is None:  # back along the trunk until the plane clears the branches' origins (a round section)
+        stop = line1.offset(i, -spec["search_back_mm"])
+        while i > stop and (lm.section is None or lm.section.diameter_mm > spec["round_ratio"] *
+                            lm.section.diameter_pd_mm):
+            i -= 1
+            lm.section = cut(i)
+        lm.index = int(i)
+    if lm.section is None:
+        lm.notes.append("no closed vessel section at this point")
+    return line1, {"main_pulmonary_artery": lm}, notes
