@@ -114,6 +114,15 @@ def cardiothoracic_ratio(heart: np.ndarray, lungs: np.ndarray, axes, affine=None
     return out
 
 
+def calibre(section) -> float:
+    """A vessel's calibre on a section perpendicular to its centreline: the largest diameter, or the width
+    across it when the section is elongated beyond ``round_ratio`` (a true section of the aorta or pulmonary
+    trunk is round; an elongated one holds a neighbour the mask merged with, or a branch's origin)."""
+    ratio = landmark_table()["round_ratio"]
+    return float(section.diameter_pd_mm if section.diameter_mm > ratio * section.diameter_pd_mm
+                 else section.diameter_mm)
+
+
 def _landmark_measure(name: str, landmarks: dict, keys, notes) -> dict:
     """The largest diameter among ``keys`` landmarks, judged as ``name``."""
     measured = [(k, landmarks[k]) for k in keys if k in landmarks and landmarks[k].section is not None]
@@ -122,12 +131,16 @@ def _landmark_measure(name: str, landmarks: dict, keys, notes) -> dict:
         if notes:
             out["not_assessed"] = "; ".join(notes)
         return out
-    key, lm = max(measured, key=lambda t: t[1].section.diameter_mm)
-    out = judge(name, float(lm.section.diameter_mm))
-    out.update(diameter_pd_mm=round(float(lm.section.diameter_pd_mm), 1), landmark=key, landmark_name=lm.name,
+    key, lm = max(measured, key=lambda t: calibre(t[1].section))
+    out = judge(name, calibre(lm.section))
+    out.update(diameter_max_mm=round(float(lm.section.diameter_mm), 1),
+               diameter_pd_mm=round(float(lm.section.diameter_pd_mm), 1), landmark=key, landmark_name=lm.name,
                method="largest diameter on a plane perpendicular to the centreline, outer wall to outer wall",
                landmarks_measured=[k for k, _ in measured])
     provenance = [f"{landmarks[k].name}: placed by {landmarks[k].placed_by}" for k, _ in measured]
+    if calibre(lm.section) < lm.section.diameter_mm:
+        provenance.append(f"{lm.name}: the section is elongated (largest diameter {lm.section.diameter_mm:.1f} mm) "
+                          "by a neighbouring structure in the mask; the width across it is the calibre")
     if any("shape" in landmarks[k].placed_by or "labelled" in landmarks[k].placed_by for k, _ in measured):
         provenance.append("landmarks placed from the vessel's shape (no branch or junction masks): approximate")
     if lm.section.cut_by_field_of_view:

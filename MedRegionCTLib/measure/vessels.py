@@ -132,17 +132,22 @@ def _resample(points_ijk: np.ndarray, affine, edt_world, step_mm: float, smooth_
     t = np.arange(0.0, s[-1] + 1e-9, step_mm)
     even = np.stack([np.interp(t, s, pts[:, a]) for a in range(3)], axis=1)
     sm = ndimage.gaussian_filter1d(even, smooth_mm / step_mm, axis=0, mode="nearest")
+    radius = edt_world(sm)
+    # the path wanders within a wide lumen: its direction is taken over a stretch as long as the vessel is wide
     tang = np.gradient(sm, axis=0)
-    tang = ndimage.gaussian_filter1d(tang, 4.0 / step_mm, axis=0, mode="nearest")
+    tang = ndimage.gaussian_filter1d(tang, max(4.0, float(np.median(radius))) / step_mm, axis=0, mode="nearest")
     tang /= np.maximum(np.linalg.norm(tang, axis=1, keepdims=True), 1e-9)
-    return Centerline(sm, tang, edt_world(sm), step_mm)
+    return Centerline(sm, tang, radius, step_mm)
 
 
 def vessel_centerline(mask: np.ndarray, affine: np.ndarray, proximal=None, distal=None,
-                      work_mm: float = 1.5, step_mm: float = 1.0) -> tuple[Centerline | None, dict]:
-    """Centreline of a tubular mask between its two ends farthest apart along the tube (or towards the
-    world points ``proximal`` / ``distal`` when given), ordered from the end nearest ``proximal`` (default:
-    the more anterior end). Returns the centreline and a dict of working data (grid, affine, distance map)."""
+                      work_mm: float = 1.5, step_mm: float = 1.0,
+                      lowest_ends: bool = False) -> tuple[Centerline | None, dict]:
+    """Centreline of a tubular mask between its two ends farthest apart along the tube (with
+    ``lowest_ends``: between its lowest point and the lowest point far along the tube from it, as for the
+    thoracic aorta whose mask may hold the stumps of its branches; or towards the world points ``proximal`` /
+    ``distal`` when given), ordered from the end nearest ``proximal`` (default: the more anterior end).
+    Returns the centreline and a dict of working data (grid, affine, distance map)."""
     if mask.sum() < 20:
         return None, {}
     work, aff = _working_mask(mask, affine, work_mm)
@@ -157,10 +162,19 @@ def vessel_centerline(mask: np.ndarray, affine: np.ndarray, proximal=None, dista
         idx = np.argwhere(work)
         return tuple(idx[np.argmin(np.linalg.norm((idx - to_ijk(p)) * sp, axis=1))])
 
-    seed = np.unravel_index(np.argmax(edt), edt.shape)
     if proximal is not None and distal is not None:
         a, b = nearest_voxel(proximal), nearest_voxel(distal)
+    elif lowest_ends:
+        # the distal end is the vessel's lowest point; the other end the lowest of the points far along the
+        # tube from it (branches that ran into the mask end high, in the neck)
+        vox = np.argwhere(work)
+        z = (vox @ aff[:3, :3].T + aff[:3, 3])[:, 2]
+        a = tuple(vox[np.argmin(z)]) if distal is None else nearest_voxel(distal)
+        d1 = _geodesic(work, sp, a)
+        far = d1[tuple(vox.T)] > 0.5 * np.nanmax(np.where(np.isfinite(d1), d1, np.nan))
+        b = tuple(vox[far][np.argmin(z[far])]) if proximal is None else nearest_voxel(proximal)
     else:
+        seed = np.unravel_index(np.argmax(edt), edt.shape)
         d0 = _geodesic(work, sp, seed)
         a = np.unravel_index(np.argmax(np.where(np.isfinite(d0), d0, -1)), d0.shape)
         if distal is not None:
@@ -280,7 +294,7 @@ def _ray_outline(own: np.ndarray, plane_hu, centre, step_mm: float, wall: dict |
         fat = h < wall["fat_hu"]
         fat &= np.concatenate([fat[:, 1:], fat[:, -1:]], axis=1)  # two samples running: not a noise dip
         lo = int(0.5 * np.median(r) / fine)
-        reach = np.minimum(first + (int(round(wall["mm"] / step_mm / fine)) if grow else 0), len(radii) - 1)
+        reach = np.minimum(first + int(round(wall["mm"] / step_mm / fine)), len(radii) - 1)
         blur = int(round(1.0 / step_mm / fine))
         for k in range(rays):
             hits = np.flatnonzero(fat[k, lo:reach[k] + 1])
@@ -289,6 +303,9 @@ def _ray_outline(own: np.ndarray, plane_hu, centre, step_mm: float, wall: dict |
             j = lo + hits[0]
             if j > first[k] + blur and h[k, first[k] + blur:j].max() >= wall["max_hu"]:
                 continue  # dense tissue past the mask: another vessel, not this one's wall
+            met[k] = True
+            if j > first[k] and not grow:
+                continue  # fat just past the mask's edge: the edge stands
             # the edge is half-way between the tissue just inside and the fat
             level = 0.5 * (h[k, max(j - blur, 0):j].max() + h[k, j:j + blur + 1].min())
             back = np.flatnonzero(h[k, :j + 1] >= level)
@@ -296,7 +313,6 @@ def _ray_outline(own: np.ndarray, plane_hu, centre, step_mm: float, wall: dict |
             a, b = h[k, e], h[k, e + 1]
             s = np.clip((a - level) / max(a - b, 1e-6), 0.0, 1.0)
             r[k] = radii[e] + s * fine
-            met[k] = True
     r = ndimage.median_filter(r, size=5, mode="wrap")  # one stray ray does not make a diameter
     share = float(met.mean()) if plane_hu is not None else float("nan")
     return centre[None, :] + r[:, None] * dirs, share
@@ -354,15 +370,15 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
 
 def _limbs(line: Centerline, table: dict):
     """(end of the ascending limb, start of the descending limb) as centreline indices, either None: the
-    limbs are the first long runs of the centreline heading up, then down (within ``limb_angle_deg`` of
-    vertical)."""
+    limbs are the last long run of the centreline heading up before its highest point and the first long run
+    heading down after it (within ``limb_angle_deg`` of vertical)."""
     c = np.cos(np.radians(table["limb_angle_deg"]))
     need = table["limb_min_mm"] / line.step_mm
     tz = line.tangents[:, 2]
-    up = [r for r in _runs(tz > c) if r[1] - r[0] >= need]
-    asc_end = up[0][1] - 1 if up else None
-    after = asc_end if asc_end is not None else 0
-    down = [r for r in _runs(tz < -c) if r[1] - r[0] >= need and r[0] >= after]
+    top = int(np.argmax(line.points[:, 2]))
+    up = [r for r in _runs(tz > c) if r[1] - r[0] >= need and r[1] - 1 <= top]
+    down = [r for r in _runs(tz < -c) if r[1] - r[0] >= need and r[0] >= top]
+    asc_end = up[-1][1] - 1 if up else None
     desc_start = down[0][0] if down else None
     return asc_end, desc_start
 
@@ -393,12 +409,16 @@ def _leaves_heart(mask, affine, line: Centerline, first: int, asc_end: int, hu, 
 
 
 def _sinotubular_by_shape(mask, affine, line: Centerline, asc_end: int, table, hu=None) -> tuple[int, str]:
-    """The sinotubular junction from the calibre along the ascending aorta: where the sinus bulge above the
-    root has narrowed back to the tubular calibre. Without a bulge: where the aorta leaves the heart into the
-    fat (a mask that runs on into the heart), else the first point (the mask starts above the root)."""
+    """The sinotubular junction from the vessel's shape: where the aorta leaves the heart into the mediastinal
+    fat (with the CT; the root and sinuses lie within the heart); else where the sinus bulge above the root
+    has narrowed back to the tubular calibre; else the first point (the mask starts above the root)."""
     stride = max(1, int(round(2.0 / line.step_mm)))
     # within a radius of the mask's end the plane cuts the end cap, not the vessel
     first = int(round(float(line.radius[: max(2, int(10.0 / line.step_mm))].max()) / line.step_mm))
+    if hu is not None:  # the root lies inside the heart; the tubular aorta leaves it into the fat
+        j = _leaves_heart(mask, affine, line, first, asc_end, hu, table)
+        if j is not None:
+            return j, "where the aorta leaves the heart into the mediastinal fat"
     reach = first + int(round((table["sinus_search_mm"] + 20.0) / line.step_mm))
     idx = np.arange(first, min(asc_end, reach) + 1, stride)
     if idx.size < 4:
@@ -409,10 +429,6 @@ def _sinotubular_by_shape(mask, affine, line: Centerline, asc_end: int, table, h
     sinus_zone = idx <= first + table["sinus_search_mm"] / line.step_mm
     k = int(np.nanargmax(np.where(sinus_zone, d, -np.inf)))
     if not np.isfinite(d[k]) or d[k] < 1.08 * tubular:
-        if hu is not None:  # the root lies inside the heart; the tubular aorta leaves it into the fat
-            j = _leaves_heart(mask, affine, line, first, asc_end, hu, table)
-            if j is not None:
-                return j, "where the aorta leaves the heart into the mediastinal fat"
         return first, "the aorta's first point (no sinus bulge in the mask)"
     back = np.flatnonzero((np.arange(idx.size) > k) & (d <= 1.04 * tubular))
     j = idx[back[0]] if back.size else idx[-1]
@@ -429,7 +445,7 @@ def aorta_landmarks(aorta: np.ndarray, affine: np.ndarray, structures: dict | No
     defs = table["aorta"]
     structures = structures or {}
     notes: list[str] = []
-    line, _ = vessel_centerline(aorta, affine)
+    line, _ = vessel_centerline(aorta, affine, lowest_ends=True)
     if line is None:
         return None, {}, ["the aorta is too small to trace"]
     idx: dict[str, tuple[int, str]] = {}

@@ -155,19 +155,23 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
     heart = Ellipsoid(j((-25, 35, -85)), (62 * hs, 48 * hs, 50 * hs), rotation_matrix(z_deg=-35.6, y_deg=-26.7))
     an.shapes["heart"] = heart
     # root (in the heart), sinotubular junction, then the tubular ascending aorta straight up to the arch
+    r_asc = opts.ascending_aorta_diameter_mm / 2.0
     aorta_pts = [j(p) for p in [(2, 20, -45), (10, 21, -27), (22, 18, 20), (10, 15, 45), (-12, 5, 52),
                                 (-30, -20, 42), (-30, -45, 15), (-27, -50, -60), (-17, -49, -150),
                                 (-10, -42, -270)]]  # the abdominal aorta runs in front of the spine
-    r_asc = opts.ascending_aorta_diameter_mm / 2.0
     # a smooth curve through the points: a measuring plane across a kink would cut the tube obliquely
     aorta = Tube(*smooth_polyline(aorta_pts, [15, r_asc, r_asc, 14, 13.5, 12.5, 12, 12, 11.5, 11], 6.0))
     svc = Tube([j((48, 12, 75)), j((48, 15, -30))], 9.5)
     brachiocephalic = Tube([j((5, 14, 50)), j((15, 6, 92))], 6.5)
     carotid_l = Tube([j((-8, 4, 52)), j((-22, -12, 150))], 4.5)
     subclavian_l = Tube([j((-20, -5, 50)), j((-38, -12, 95)), j((-70, -10, 105))], 5.0)
-    pa_trunk = Tube([j((-22, 55, -45)), j((-22, 42, -10)), j((-12, 22, 8))], 13.0)
-    pa_right = Tube([j((-12, 22, 8)), j((2, 2, 0)), j((22, -8, -8)), j((48, -12, -15))], 10.0)
-    pa_left = Tube([j((-12, 22, 8)), j((-30, 5, 12)), j((-52, -15, 0))], 9.5)
+    # a dilated ascending aorta pushes the pulmonary trunk and its bifurcation to the left, the right
+    # pulmonary artery behind it back
+    dx = max(0.0, r_asc - 16.0)
+    fork = j((-12 - dx, 22, 8))
+    pa_trunk = Tube([j((-22 - dx, 55, -45)), j((-22 - dx, 42, -10)), fork], 13.0)
+    pa_right = Tube([fork, j((2, 2 - 1.5 * dx, 0)), j((22, -8 - 1.5 * dx, -8)), j((48, -12, -15))], 10.0)
+    pa_left = Tube([fork, j((-30, 5, 12)), j((-52, -15, 0))], 9.5)
     pulmonary = Union(pa_trunk, pa_right, pa_left)
     trachea = Tube([j((0, -8, 170)), j((0, -14, 80)), j((0, -22, 0))], 10.0)
     trachea_lumen = Tube([j((0, -8, 171)), j((0, -14, 80)), j((0, -22, 0))], 8.0)

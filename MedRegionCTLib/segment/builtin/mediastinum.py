@@ -248,6 +248,9 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
     xs = np.arange(nx)[:, None]
     ys = np.arange(ny)[None, :]
     r_lo, r_hi = params["aorta_radius_mm"]
+    # the vertical tracks stop below the arch (the arch is traced as a path between their tops): followed
+    # upwards they run on into the supra-aortic branches and the neck veins
+    top_k = int(carina[2] + round(params["track_top_above_carina_mm"] / sz)) if carina is not None else None
     # descending aorta: left of and in front of the vertebral bodies, from mid-chest
     desc = []
     k0 = int(carina[2] - round(40.0 / sz)) if carina is not None else int(zs[len(zs) // 2])
@@ -265,7 +268,7 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
     tracks = []
     if desc:
         k, hit = desc[0]
-        up = _track(grid, st, k, hit, +1, hit[2], None, params)
+        up = _track(grid, st, k, hit, +1, hit[2], top_k, params)
         down = _track(grid, st, k, hit, -1, hit[2], None, params)
         tracks.append(down[::-1] + desc + up)
     else:
@@ -282,7 +285,7 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
                 & ((ys - cy) * sy <= 80)
             hit = _circle_in(st[:, :, k], sp2, window & space[:, :, k], params["ascending_min_radius_mm"], r_hi)
             if hit is not None:
-                up = _track(grid, st, k, hit, +1, hit[2], None, params)
+                up = _track(grid, st, k, hit, +1, hit[2], top_k, params)
                 down = _track(grid, st, k, hit, -1, hit[2], None, params)
                 asc = down[::-1] + [(k, hit)] + up
                 break
