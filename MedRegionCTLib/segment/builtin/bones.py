@@ -64,14 +64,18 @@ def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict) -
         peak = ndi.maximum(grid.coarse_max, lab, index=np.arange(1, n + 1))
         near_pool = ndi.binary_dilation(exclude, masks.ball(params["vessel_reach_mm"], grid.coarse_spacing))
         touches = ndi.maximum(near_pool, lab, index=np.arange(1, n + 1))
+        # calcium in a vessel's wall (or a dense streak in its lumen) lies wrapped in the blood pool
+        rim = ndi.binary_dilation(strong) & ~strong
+        wrapped = ndi.mean(exclude[rim], lab[rim], index=np.arange(1, n + 1))
         keep = np.zeros(n + 1, bool)
-        keep[1:] = (np.asarray(peak) > params["cortical_hu"]) | ~np.asarray(touches, bool)
+        keep[1:] = ((np.asarray(peak) > params["cortical_hu"]) | ~np.asarray(touches, bool)) & \
+            ~(np.nan_to_num(np.asarray(wrapped, float)) > params["wrapped_in_blood"])
         strong = keep[lab]
     weak = (grid.coarse > params["edge_hu"]) & body & ~exclude
     bone = strong | (weak & ndi.binary_dilation(strong))
     # marrow paler than the threshold inside a cortical ring (osteoporotic vertebrae), not the spinal canal
     filled = masks.fill_holes_axial(bone)
-    holes = filled & ~bone
+    holes = filled & ~bone & ~exclude  # a calcified vessel wall rings blood, not marrow
     if holes.any():
         lab, n = masks.label(holes)
         means = ndi.mean(grid.coarse, lab, index=np.arange(1, n + 1))
@@ -82,7 +86,7 @@ def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict) -
 
 
 def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.ndarray, extremities: np.ndarray,
-                   carina, params: dict) -> Skeleton:
+                   carina, params: dict, axis: np.ndarray | None = None) -> Skeleton:
     names: list[str] = []
     parts = np.zeros(bone.shape, np.int16)
 
@@ -96,7 +100,8 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
     sx, sy, sz = grid.coarse_spacing
     nx, ny, nz = bone.shape
     notes = []
-    axis = spine_axis(grid, bone, body)
+    if axis is None:
+        axis = spine_axis(grid, bone, body)
     xs = np.arange(nx)[:, None]
     ys = np.arange(ny)[None, :]
     spine = np.zeros(bone.shape, bool)
@@ -188,6 +193,138 @@ def spine_axis(grid: Grid, bone: np.ndarray, body: np.ndarray) -> np.ndarray:
         xcols = np.flatnonzero(strip[:, front_run].any(axis=1)) + lo
         axis[k] = (xcols.mean(), front_run[-1], yy[0])
     # smooth along z and bridge the discs (no bone in the midline strip at a disc's level)
+    good = np.isfinite(axis[:, 0])
+    if good.sum() >= 3:
+        ks = np.arange(nz)
+        first, last = np.flatnonzero(good)[[0, -1]]
+        for c in range(3):
+            filled = np.interp(ks, ks[good], axis[good, c])
+            filled = ndi.median_filter(filled, size=max(3, int(round(12.0 / sz)) | 1), mode="nearest")
+            axis[first:last + 1, c] = filled[first:last + 1]
+    return axis
+
+
+def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
+    """Per coarse slice the (x, y) centre of the spinal canal, NaN where it is not found: the vertebral
+    foramen is a hole of soft-tissue density (cord and fluid) closed all round by bone, of a canal's size,
+    near the body's midline in its back half; the holes found are chained along the column (the ring is open
+    between the laminae: gaps are bridged). Iodinated blood is as dense as bone, but no vessel encloses a
+    canal: this finds the column by its shape and place alone."""
+    nx, ny, nz = body.shape
+    sx, sy, sz = grid.coarse_spacing
+    out = np.full((nz, 2), np.nan)
+    sm = ndi.gaussian_filter(grid.coarse, 0.7)
+    lo_a, hi_a = params["canal_area_mm2"]
+    lo_hu, hi_hu = params["canal_hu"]
+    found = {}
+    for k in range(nz):
+        centre = _body_center(body[:, :, k])
+        if centre is None:
+            continue
+        mid, y_mid = centre
+        bright = sm[:, :, k] > params["canal_wall_hu"]
+        # a field of view that cuts the back closes the ring along the image's edge
+        edge = np.pad(np.zeros((nx - 2, ny - 2), bool), 1, constant_values=True) & body[:, :, k]
+        holes = ndi.binary_fill_holes(bright | edge) & ~bright & ~edge & body[:, :, k]
+        lab, n = ndi.label(holes)
+        if n == 0:
+            continue
+        best = None
+        for i, box in enumerate(ndi.find_objects(lab), start=1):
+            piece = lab[box] == i
+            area = piece.sum() * sx * sy
+            if not lo_a <= area <= hi_a:
+                continue
+            c = np.argwhere(piece).mean(axis=0) + [box[0].start, box[1].start]
+            if abs(c[0] - mid) * sx > params["canal_off_midline_mm"] or c[1] > y_mid:
+                continue
+            hu = float(np.median(sm[:, :, k][box][piece]))
+            if not lo_hu <= hu <= hi_hu:
+                continue
+            big = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+            own = lab[big] == i
+            ring = ndi.binary_dilation(own) & ~own
+            closed = bright[big][ring].mean()
+            if closed < params["canal_ring_bone"]:
+                continue  # closed by the image's edge more than by bone
+            if best is None or closed > best[2] + 0.05 or (closed > best[2] - 0.05 and c[1] < best[1]):
+                best = (c[0], c[1], closed)  # ringed by bone all round, and behind the vertebral body
+        if best is not None:
+            found[k] = np.array(best[:2])
+    if len(found) < 3:
+        return out
+    ks = np.array(sorted(found))
+    pts = np.array([found[k] for k in ks])
+    # the longest chain whose centre moves smoothly from slice to slice (a stray hole starts a chain of its
+    # own and does not break the column's)
+    step = params["canal_step_mm"]
+    chains: list[list[int]] = []
+    for a in range(len(ks)):
+        fits = []
+        for c in chains:
+            gap = (ks[a] - ks[c[-1]]) * sz
+            move = np.hypot(*((pts[a] - pts[c[-1]]) * [sx, sy]))
+            if gap <= params["canal_gap_mm"] and move <= step * max(1.0, gap / sz):
+                fits.append(c)
+        if fits:
+            max(fits, key=len).append(a)
+        else:
+            chains.append([a])
+    best = max(chains, key=lambda c: (len(c), ks[c[-1]] - ks[c[0]]))
+    if (ks[best[-1]] - ks[best[0]]) * sz < params["canal_min_length_mm"]:
+        return out
+    kk = ks[best]
+    span = np.arange(kk[0], kk[-1] + 1)
+    for c in range(2):
+        out[span, c] = np.interp(span, kk, pts[best, c])
+    # a little way on past the last hole found, where the body goes on (the column runs on straight)
+    reach = int(round(params["canal_extend_mm"] / sz))
+    for end, direction in ((kk[0], -1), (kk[-1], +1)):
+        for k in range(end + direction, end + direction * (reach + 1), direction):
+            if not 0 <= k < nz or _body_center(body[:, :, k]) is None:
+                break
+            out[k] = out[end]
+    return out
+
+
+def canal_spine_axis(grid: Grid, canal: np.ndarray, body: np.ndarray, params: dict) -> np.ndarray:
+    """:func:`spine_axis` from the spinal canal: x of the canal, the front of the vertebral body (the front edge
+    of the dense tissue in front of the canal that is mirrored across the canal's x -- a vertebral body is
+    symmetric, the aorta beside it is not) and the back of the spinous process."""
+    sx, sy, sz = grid.coarse_spacing
+    nx, ny, nz = body.shape
+    axis = np.full((nz, 3), np.nan)
+    sm = ndi.gaussian_filter(grid.coarse, 0.7)
+    reach = int(params["vertebral_body_depth_mm"] / sy)
+    half = int(params["vertebral_body_half_width_mm"] / sx)
+    for k in np.flatnonzero(np.isfinite(canal[:, 0])):
+        cx, cy = canal[k]
+        i0 = int(round(cx))
+        dense = sm[:, :, k] > params["vertebral_body_hu"]
+        lo, hi = max(i0 - half, 0), min(i0 + half + 1, nx)
+        width = min(i0 - lo, hi - 1 - i0)
+        if width < 2:
+            continue
+        win = dense[i0 - width:i0 + width + 1]
+        sym = win & win[::-1]
+        col = sym[width - max(1, int(8.0 / sx)):width + max(1, int(8.0 / sx)) + 1].any(axis=0)
+        # a lumen of iodinated blood in front of the body (the aorta lying against it) is no marrow: long runs
+        # denser than any marrow along the midline end the body
+        strip = sm[max(i0 - 2, 0):i0 + 3, :, k].mean(axis=0)
+        lumen = strip > params["vertebral_marrow_max_hu"]
+        long_run = ndi.binary_opening(lumen, structure=np.ones(max(2, int(round(8.0 / sy))), bool))
+        ahead = np.flatnonzero(long_run[int(cy) + 1:]) + int(cy) + 1
+        stop = min(cy + reach, ahead[0] - 1 if ahead.size else np.inf)
+        ys = np.flatnonzero(col)
+        front_zone = ys[(ys > cy) & (ys <= stop)]
+        if front_zone.size == 0:
+            continue
+        # the front edge of the run of dense tissue that starts at the canal
+        runs = np.split(front_zone, np.flatnonzero(np.diff(front_zone) > max(1, int(4.0 / sy))) + 1)
+        y_front = runs[0][-1]
+        behind = ys[ys < cy]
+        y_back = behind[0] if behind.size else cy - 20.0 / sy
+        axis[k] = (cx, y_front, y_back)
     good = np.isfinite(axis[:, 0])
     if good.sum() >= 3:
         ks = np.arange(nz)

@@ -57,11 +57,15 @@ def mediastinal_space(grid: Grid, lungs: np.ndarray, body: np.ndarray, bone: np.
     return masks.largest_component(space) if space.any() else space
 
 
-def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict, spine_axis=None) -> np.ndarray:
+def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict, spine_axis=None,
+                   column_found: bool = False) -> np.ndarray:
     """Iodinated blood pool between the lungs (heart chambers, aorta, great vessels), empty without contrast.
 
     Candidates are 140-650 HU voxels inside the lungs' convex hull, away from cortical bone; the pool is made of
-    pieces of at least ``blood_min_ml`` (vertebral bodies, cut apart by their discs, are smaller)."""
+    pieces of at least ``blood_min_ml`` (vertebral bodies, cut apart by their discs, are smaller). With the
+    vertebral column found from its canal (``column_found``), its bodies are left out by place, every large
+    piece is blood (the descending aorta beside the spine too), and the pool goes on along the vessels below
+    and above the lungs, within the column's reach."""
     out = np.zeros(lungs.shape, bool)
     lo, hi = params["blood_hu"]
     sm = ndi.gaussian_filter(grid.coarse, 0.7)
@@ -72,13 +76,15 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
     # cutting out the cortical shell parts a vertebral body from an aorta lying against it
     cortex = ndi.binary_dilation(grid.coarse_max > params["cortical_hu"])
     cand &= hull & ~lungs & ~cortex
+    vertebrae = np.zeros(lungs.shape, bool)
     if spine_axis is not None:  # nor the vertebral bodies (their marrow can be as dense as the blood)
         xs = np.arange(lungs.shape[0])[:, None]
         ys = np.arange(lungs.shape[1])[None, :]
         half = params["vertebral_body_half_width_mm"] / grid.coarse_spacing[0]
         for k in np.flatnonzero(np.isfinite(spine_axis[:, 0])):
             x0, y_front = spine_axis[k, 0], spine_axis[k, 1]
-            cand[:, :, k] &= ~((np.abs(xs - x0) <= half) & (ys <= y_front + 1))
+            vertebrae[:, :, k] = (np.abs(xs - x0) <= half) & (ys <= y_front + 1)
+        cand &= ~vertebrae
     box = bounding_box(cand, pad=2)
     if box is None:
         return out
@@ -86,20 +92,26 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
     cand = np.zeros(lungs.shape, bool)
     cand[box] = sub
     big = masks.remove_small(cand, int(params["blood_min_ml"] / grid.coarse_voxel_ml))
-    # the pool (heart, ascending aorta) lies in the front half of the chest; a vertebral column whose thin
-    # cortex escaped the test above lies at the back
-    lab, n = masks.label(big)
-    lung_y = np.flatnonzero(lungs.any(axis=(0, 2)))
-    y_mid = lung_y[0] + 0.45 * (lung_y[-1] - lung_y[0])
-    keep = np.zeros(n + 1, bool)
-    for i, box in enumerate(ndi.find_objects(lab), start=1):
-        if box is not None:
-            keep[i] = np.argwhere(lab[box] == i)[:, 1].mean() + box[1].start > y_mid
-    big = keep[lab]
+    if not column_found:
+        # the pool (heart, ascending aorta) lies in the front half of the chest; a vertebral column whose thin
+        # cortex escaped the test above lies at the back
+        lab, n = masks.label(big)
+        lung_y = np.flatnonzero(lungs.any(axis=(0, 2)))
+        y_mid = lung_y[0] + 0.45 * (lung_y[-1] - lung_y[0])
+        keep = np.zeros(n + 1, bool)
+        for i, box in enumerate(ndi.find_objects(lab), start=1):
+            if box is not None:
+                keep[i] = np.argwhere(lab[box] == i)[:, 1].mean() + box[1].start > y_mid
+        big = keep[lab]
     if big.sum() * grid.coarse_voxel_ml < params["blood_pool_min_ml"]:
         return out
     # give back the rim the opening took, still clear of cortex
-    return big | (ndi.binary_dilation(big, iterations=2) & (sm > lo) & (sm < hi) & ~cortex & ~lungs)
+    pool = big | (ndi.binary_dilation(big, iterations=2) & (sm > lo) & (sm < hi) & ~cortex & ~lungs)
+    if column_found:  # on along the aorta and the great vessels past the lungs, clear of the column
+        reach = np.isfinite(spine_axis[:, 0])
+        free = (sm > lo) & (sm < hi) & body & ~cortex & ~lungs & ~vertebrae & reach[None, None, :]
+        pool = ndi.binary_propagation(pool & free, mask=free) | pool
+    return pool
 
 
 def soft_tissue(grid: Grid, params: dict, contrast: bool) -> np.ndarray:
