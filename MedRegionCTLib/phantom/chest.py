@@ -358,7 +358,9 @@ def _add_ribs_and_sternum(an: Anatomy, hu: dict, cavity: Ellipsoid, jitter) -> N
                     + np.sin(np.radians(35)) * (front_y(95 * jitter[2]) + 8))
     bottom = HalfSpace((0, -np.sin(np.radians(30)), -np.cos(np.radians(30))),
                        -(-105 * jitter[2] * np.cos(np.radians(30)) + np.sin(np.radians(30)) * (front_y(-105) + 8)))
-    an.add(Intersection(Union(*parts), top, bottom), hu["cancellous_bone"] + 150, "sternum")
+    sternum = Intersection(Union(*parts), top, bottom)
+    an.add(sternum, hu["cancellous_bone"] + 150, "sternum")
+    an.add(Shell(sternum, 1.5, outside=False), hu["cortical_bone"], name="sternal cortex")
 
     drops = {1: 25, 2: 42, 11: 40, 12: 35}
     for n in range(1, 13):
@@ -384,11 +386,11 @@ def _add_ribs_and_sternum(an: Anatomy, hu: dict, cavity: Ellipsoid, jitter) -> N
         y_top = front_y(96 * jitter[2])
         clav = Tube([(side * 20, y_top + 8, 98 * jitter[2]), (side * 75, y_top + 2, 116 * jitter[2]),
                      (side * 135, y_top - 40, 122 * jitter[2])], 7.0)
-        an.add(clav, hu["cortical_bone"] - 300, f"clavicula_{suffix}")
+        an.add(clav, hu["cortical_bone"] - 150, f"clavicula_{suffix}")
         # the blade lies on the posterior chest wall, its lateral edge curving forwards
         scap = Ellipsoid((side * 100 * jitter[0], -105 * jitter[1], 55 * jitter[2]), (45, 5, 60),
                          rotation_matrix(z_deg=30 * side))
-        an.add(scap, hu["cortical_bone"] - 350, f"scapula_{suffix}")
+        an.add(scap, hu["cortical_bone"] - 150, f"scapula_{suffix}")
 
 
 def smooth_polyline(points, radii, step_mm: float):

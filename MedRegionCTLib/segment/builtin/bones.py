@@ -53,22 +53,23 @@ def bone_condition(params: dict):
     return cond
 
 
-def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict) -> np.ndarray:
-    """Coarse bone: dense voxels plus their partial-volume rim; ``exclude`` holds contrast-filled blood."""
+def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict,
+              canal: np.ndarray | None = None) -> np.ndarray:
+    """Coarse bone: dense voxels plus their partial-volume rim; ``exclude`` holds contrast-filled blood;
+    ``canal`` (from :func:`spinal_canal`) tells the spinal canal from the fatty marrow of a vertebral body,
+    both pale holes ringed by bone."""
     strong = (grid.coarse > params["hu_min"]) & body & ~exclude
     strong = masks.remove_small(strong, max(2, int(params["min_component_ml"] / grid.coarse_voxel_ml)))
     if exclude.any():
-        # with contrast, small vessels outside the pool are as dense as marrow: a bone piece has cortex
-        # somewhere, or at least is no thin tube lying against the blood pool
+        # with contrast, vessels outside the pool are as dense as marrow: a bone piece has cortex somewhere
         lab, n = masks.label(strong)
         peak = ndi.maximum(grid.coarse_max, lab, index=np.arange(1, n + 1))
-        near_pool = ndi.binary_dilation(exclude, masks.ball(params["vessel_reach_mm"], grid.coarse_spacing))
-        touches = ndi.maximum(near_pool, lab, index=np.arange(1, n + 1))
         # calcium in a vessel's wall (or a dense streak in its lumen) lies wrapped in the blood pool
         rim = ndi.binary_dilation(strong) & ~strong
         wrapped = ndi.mean(exclude[rim], lab[rim], index=np.arange(1, n + 1))
         keep = np.zeros(n + 1, bool)
-        keep[1:] = ((np.asarray(peak) > params["cortical_hu"]) | ~np.asarray(touches, bool)) & \
+        # with iodine in the blood, soft tissue enhances into the marrow's range: a bone has cortex
+        keep[1:] = (np.asarray(peak) > params["cortical_hu"]) & \
             ~(np.nan_to_num(np.asarray(wrapped, float)) > params["wrapped_in_blood"])
         strong = keep[lab]
     weak = (grid.coarse > params["edge_hu"]) & body & ~exclude
@@ -78,9 +79,15 @@ def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict) -
     holes = filled & ~bone & ~exclude  # a calcified vessel wall rings blood, not marrow
     if holes.any():
         lab, n = masks.label(holes)
-        means = ndi.mean(grid.coarse, lab, index=np.arange(1, n + 1))
+        means = np.asarray(ndi.mean(grid.coarse, lab, index=np.arange(1, n + 1)))
         keep = np.zeros(n + 1, bool)
-        keep[1:] = np.asarray(means) > params["marrow_hu"]
+        keep[1:] = means > params["marrow_hu"]
+        if canal is not None and np.isfinite(canal[:, 0]).any():
+            # with the canal known, paler (fatty) marrow is bone too; the canal's own hole is not
+            ks = np.flatnonzero(np.isfinite(canal[:, 0]))
+            spinal = np.unique(lab[np.rint(canal[ks, 0]).astype(int), np.rint(canal[ks, 1]).astype(int), ks])
+            keep[1:] |= means > params["fatty_marrow_hu"]
+            keep[spinal] = False
         bone |= keep[lab]
     return bone
 
@@ -222,7 +229,9 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
         if centre is None:
             continue
         mid, y_mid = centre
-        bright = sm[:, :, k] > params["canal_wall_hu"]
+        # the thin laminae at the back of the ring show best unsmoothed, in each block's densest voxel
+        bright = (sm[:, :, k] > params["canal_wall_hu"]) | (grid.coarse_max[:, :, k] > params["canal_wall_hu"])
+        bright = ndi.binary_closing(bright, iterations=1) | bright  # a one-voxel gap between lamina and pedicle
         # a field of view that cuts the back closes the ring along the image's edge
         edge = np.pad(np.zeros((nx - 2, ny - 2), bool), 1, constant_values=True) & body[:, :, k]
         holes = ndi.binary_fill_holes(bright | edge) & ~bright & ~edge & body[:, :, k]
@@ -336,6 +345,28 @@ def canal_spine_axis(grid: Grid, canal: np.ndarray, body: np.ndarray, params: di
     return axis
 
 
+def column_mask(grid: Grid, axis: np.ndarray, params: dict) -> np.ndarray:
+    """The vertebral column's tissue on each slice where :func:`canal_spine_axis` placed it: dense tissue
+    within the column's box (``vertebral_body_half_width_mm`` either side of the canal, from the spinous
+    process to the front of the body) that has its mirror image across the canal -- a vessel beside the
+    column has none."""
+    sx, sy, _ = grid.coarse_spacing
+    nx, ny, nz = grid.coarse_shape
+    out = np.zeros(grid.coarse_shape, bool)
+    sm = ndi.gaussian_filter(grid.coarse, 0.7)
+    half = int(params["vertebral_body_half_width_mm"] / sx)
+    for k in np.flatnonzero(np.isfinite(axis[:, 0])):
+        x0, y_front, y_back = axis[k]
+        i0 = int(round(x0))
+        w = min(half, i0, nx - 1 - i0)
+        if w < 2:
+            continue
+        j0, j1 = max(int(np.floor(y_back - 10.0 / sy)), 0), min(int(np.ceil(y_front)) + 1, ny)
+        dense = sm[i0 - w:i0 + w + 1, j0:j1, k] > params["vertebral_body_hu"]
+        out[i0 - w:i0 + w + 1, j0:j1, k] = dense & dense[::-1]
+    return ndi.binary_dilation(out)
+
+
 def _anterior_to_lungs(sternum: np.ndarray, lungs: np.ndarray) -> np.ndarray:
     keep = np.zeros_like(sternum)
     for k in np.flatnonzero(sternum.any(axis=(0, 1))):
@@ -376,7 +407,20 @@ def _discs(grid: Grid, axis) -> tuple[list, float]:
             discs.append(k)
     if len(discs) < 3:
         return [], default
-    return discs, float(np.median(np.diff(discs)))
+    gaps = np.diff(discs) * sz
+    pitch = float(np.median(gaps))
+    # dips missed or doubled (vessels lying against the column disturb its profile) make uneven spacings:
+    # trust only an even run of an adult level height
+    even = np.mean(np.abs(gaps - pitch) <= 0.25 * pitch)
+    lo, hi = params_level_height_mm()
+    if even < 0.6 or not lo <= pitch <= hi:
+        return [], default
+    return discs, pitch / sz
+
+
+def params_level_height_mm() -> tuple[float, float]:
+    """The range of adult vertebral level heights (body and disc) a disc spacing is believed in."""
+    return 18.0, 32.0
 
 
 def _vertebral_levels(grid: Grid, axis, carina, rib_heads, spine):

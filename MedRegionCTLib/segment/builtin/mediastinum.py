@@ -58,33 +58,39 @@ def mediastinal_space(grid: Grid, lungs: np.ndarray, body: np.ndarray, bone: np.
 
 
 def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict, spine_axis=None,
-                   column_found: bool = False) -> np.ndarray:
+                   column: np.ndarray | None = None) -> np.ndarray:
     """Iodinated blood pool between the lungs (heart chambers, aorta, great vessels), empty without contrast.
 
-    Candidates are 140-650 HU voxels inside the lungs' convex hull, away from cortical bone; the pool is made of
+    Candidates are 140-650 HU voxels (and thick regions denser still: a bolus) inside the lungs' convex hull,
+    away from cortical bone (a thin dense shell); the pool is made of
     pieces of at least ``blood_min_ml`` (vertebral bodies, cut apart by their discs, are smaller). With the
-    vertebral column found from its canal (``column_found``), its bodies are left out by place, every large
+    vertebral column found from its canal (``column``: its tissue), it is left out by place, every large
     piece is blood (the descending aorta beside the spine too), and the pool goes on along the vessels below
     and above the lungs, within the column's reach."""
     out = np.zeros(lungs.shape, bool)
     lo, hi = params["blood_hu"]
     sm = ndi.gaussian_filter(grid.coarse, 0.7)
-    cand = (sm > lo) & (sm < hi) & body
+    # a bolus can make a lumen as dense as cortex; cortex is a thin shell, a lumen is thick
+    dense = grid.coarse_max > params["cortical_hu"]
+    core = ndi.distance_transform_edt(dense, sampling=grid.coarse_spacing) > params["lumen_min_radius_mm"]
+    lumen = ndi.binary_propagation(core, mask=dense) if core.any() else core
+    cand = ((sm > lo) & (sm < hi) | lumen) & body
     if not cand.any() or not lungs.any():
         return out
     hull = lung_hull(lungs)
     # cutting out the cortical shell parts a vertebral body from an aorta lying against it
-    cortex = ndi.binary_dilation(grid.coarse_max > params["cortical_hu"])
+    cortex = ndi.binary_dilation(dense & ~lumen)
     cand &= hull & ~lungs & ~cortex
-    vertebrae = np.zeros(lungs.shape, bool)
-    if spine_axis is not None:  # nor the vertebral bodies (their marrow can be as dense as the blood)
+    column_found = column is not None
+    vertebrae = column if column_found else np.zeros(lungs.shape, bool)
+    if spine_axis is not None and not column_found:  # nor the vertebral bodies (marrow as dense as blood)
         xs = np.arange(lungs.shape[0])[:, None]
         ys = np.arange(lungs.shape[1])[None, :]
         half = params["vertebral_body_half_width_mm"] / grid.coarse_spacing[0]
         for k in np.flatnonzero(np.isfinite(spine_axis[:, 0])):
             x0, y_front = spine_axis[k, 0], spine_axis[k, 1]
             vertebrae[:, :, k] = (np.abs(xs - x0) <= half) & (ys <= y_front + 1)
-        cand &= ~vertebrae
+    cand &= ~vertebrae
     box = bounding_box(cand, pad=2)
     if box is None:
         return out
@@ -106,12 +112,16 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
     if big.sum() * grid.coarse_voxel_ml < params["blood_pool_min_ml"]:
         return out
     # give back the rim the opening took, still clear of cortex
-    pool = big | (ndi.binary_dilation(big, iterations=2) & (sm > lo) & (sm < hi) & ~cortex & ~lungs)
+    pool = big | (ndi.binary_dilation(big, iterations=2) & ((sm > lo) & (sm < hi) | lumen) & ~cortex & ~lungs)
     if column_found:  # on along the aorta and the great vessels past the lungs, clear of the column
         reach = np.isfinite(spine_axis[:, 0])
-        free = (sm > lo) & (sm < hi) & body & ~cortex & ~lungs & ~vertebrae & reach[None, None, :]
+        free = ((sm > lo) & (sm < hi) | lumen) & body & ~cortex & ~lungs & ~vertebrae & reach[None, None, :]
         pool = ndi.binary_propagation(pool & free, mask=free) | pool
-    return pool
+        # a few voxels on past thin calcium (a dissection's dotted flap, a calcified wall) into the blood beyond
+        past = ((sm > lo) & (sm < hi) | lumen) & body & ~(dense & ~lumen) & ~lungs & ~vertebrae
+        pool |= ndi.binary_dilation(pool, iterations=params["past_calcium_voxels"], mask=past)
+    # what the blood rings (the flap's calcium, the lumen inside it, valve calcium) is no bone
+    return masks.fill_holes_axial(pool) & body
 
 
 def soft_tissue(grid: Grid, params: dict, contrast: bool) -> np.ndarray:

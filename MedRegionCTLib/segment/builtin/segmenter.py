@@ -15,7 +15,7 @@ from ...progress import ProgressCallback, Steps
 from ...volume import LabelMap, Volume
 from .airways import Airways, find_airways
 from .body import Body, find_body, split_arms
-from .bones import Skeleton, canal_spine_axis, find_bone, spinal_canal, spine_axis, split_skeleton
+from .bones import Skeleton, canal_spine_axis, column_mask, find_bone, spinal_canal, spine_axis, split_skeleton
 from .diaphragm import below, diaphragm_height
 from .grid import Grid
 from .lobes import LobeModel, bases_model, fissure_model, zone_model
@@ -141,9 +141,9 @@ class BuiltinSegmenter:
         if chest:  # iodine first: contrast-filled blood is as dense as bone marrow
             if axis is None:
                 axis = spine_axis(grid, find_bone(grid, body.trunk, empty, p["bones"]), body.trunk)
-            blood = contrast_blood(grid, lungs.both, body.trunk, p["mediastinum"], axis,
-                                   column_found=np.isfinite(canal[:, 0]).any())
-        bone = find_bone(grid, body.trunk | body.extremities, blood, p["bones"])
+            column = column_mask(grid, axis, p["bones"]) if np.isfinite(canal[:, 0]).any() else None
+            blood = contrast_blood(grid, lungs.both, body.trunk, p["mediastinum"], axis, column)
+        bone = find_bone(grid, body.trunk | body.extremities, blood, p["bones"], canal)
         skeleton = split_skeleton(grid, bone, body.trunk, lungs.both, body.extremities, air.carina, p["bones"],
                                   axis=axis)
         notes += skeleton.notes
