@@ -66,7 +66,8 @@ def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict,
         peak = ndi.maximum(grid.coarse_max, lab, index=np.arange(1, n + 1))
         # calcium in a vessel's wall (or a dense streak in its lumen) lies wrapped in the blood pool
         rim = ndi.binary_dilation(strong) & ~strong
-        wrapped = ndi.mean(exclude[rim], lab[rim], index=np.arange(1, n + 1))
+        with np.errstate(invalid="ignore", divide="ignore"):  # a piece without a rim has no share
+            wrapped = ndi.mean(exclude[rim], lab[rim], index=np.arange(1, n + 1))
         keep = np.zeros(n + 1, bool)
         # with iodine in the blood, soft tissue enhances into the marrow's range: a bone has cortex
         keep[1:] = (np.asarray(peak) > params["cortical_hu"]) & \
