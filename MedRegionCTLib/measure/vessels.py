@@ -435,6 +435,28 @@ def _sinotubular_by_shape(mask, affine, line: Centerline, asc_end: int, table, h
     return int(j), "the calibre waist above the sinuses"
 
 
+def _drop_uneven(mask, affine, line: Centerline, idx: dict, table: dict, notes: list) -> None:
+    """Leave out the ascending or descending landmarks where the traced vessel's calibre swings along that
+    stretch (coefficient of variation above ``uneven_cv``): a mask merged with the heart or another vessel
+    there, no tube to measure."""
+    for part, keys in (("ascending", table["ascending"]), ("descending", table["descending"])):
+        placed = [idx[k][0] for k in keys if k in idx]
+        if not placed:
+            continue
+        lo, hi = min(placed), max(placed)
+        if part == "descending":
+            hi = min(len(line) - 1, hi + int(round(40.0 / line.step_mm)))
+        if hi - lo < 10:
+            continue
+        d = _equivalent_diameters(mask, affine, line, np.linspace(lo, hi, 8).round().astype(int), table)
+        d = d[np.isfinite(d)]
+        if d.size >= 3 and np.std(d) > table["uneven_cv"] * np.mean(d):
+            for k in keys:
+                idx.pop(k, None)
+            notes.append(f"the {part} aorta's traced calibre swings along its course ({d.min():.0f}-{d.max():.0f}"
+                         " mm): the mask holds more than the aorta there, not measured")
+
+
 def aorta_landmarks(aorta: np.ndarray, affine: np.ndarray, structures: dict | None = None,
                     hu: np.ndarray | None = None):
     """Centreline and landmarks of the thoracic aorta (dict key -> :class:`Landmark`), with notes on what
@@ -498,6 +520,7 @@ def aorta_landmarks(aorta: np.ndarray, affine: np.ndarray, structures: dict | No
             end = end if end == cap else p + 2 * ((end - p) // 2)
         if end - p >= 4:
             idx["mid_descending_aorta"] = ((p + end) // 2, how)
+    _drop_uneven(aorta, affine, line, idx, table, notes)
     out = {}
     for key, spec in defs.items():
         if key not in idx:

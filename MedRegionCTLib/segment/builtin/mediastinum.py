@@ -68,7 +68,7 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
     piece is blood (the descending aorta beside the spine too), and the pool goes on along the vessels below
     and above the lungs, within the column's reach."""
     out = np.zeros(lungs.shape, bool)
-    lo, hi = params["blood_hu"]
+    lo, hi = params["blood_hu"][0], params["bolus_hu_max"]  # an arterial bolus runs denser than 650 HU
     sm = ndi.gaussian_filter(grid.coarse, 0.7)
     # a bolus can make a lumen as dense as cortex; cortex is a thin shell, a lumen is thick
     dense = grid.coarse_max > params["cortical_hu"]
@@ -281,8 +281,10 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
         if not np.isfinite(spine_axis[k, 0]):
             continue
         x0, y_front = spine_axis[k, 0], spine_axis[k, 1]
+        # beside the vertebral body, against its front: the left atrium further forward (as large and, with
+        # iodine, as dense) is no descending aorta
         window = ((xs - x0) * sx >= -60) & ((xs - x0) * sx <= 15) & ((ys - y_front) * sy >= -20) \
-            & ((ys - y_front) * sy <= 45)
+            & ((ys - y_front) * sy <= params["descending_max_ahead_mm"])
         hit = _circle_in(st[:, :, k], sp2, window & (space[:, :, k] | under_diaphragm[:, :, k]), r_lo, r_hi)
         if hit is not None and hit[0] < x0:
             desc = [(k, hit)]
