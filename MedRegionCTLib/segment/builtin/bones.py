@@ -230,12 +230,22 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
         if centre is None:
             continue
         mid, y_mid = centre
+        # only the back half of the body near the midline is searched
+        half = (params["canal_off_midline_mm"] + 40.0) / sx
+        xa, xb, yb = max(int(mid - half), 0), min(int(mid + half) + 1, nx), min(int(y_mid) + 1, ny)
+        if xb - xa < 3 or yb < 3:
+            continue
+        win = (slice(xa, xb), slice(0, yb), k)
         # the thin laminae at the back of the ring show best unsmoothed, in each block's densest voxel
-        bright = (sm[:, :, k] > params["canal_wall_hu"]) | (grid.coarse_max[:, :, k] > params["canal_wall_hu"])
+        bright = (sm[win] > params["canal_wall_hu"]) | (grid.coarse_max[win] > params["canal_wall_hu"])
         bright = ndi.binary_closing(bright, iterations=1) | bright  # a one-voxel gap between lamina and pedicle
         # a field of view that cuts the back closes the ring along the image's edge
-        edge = np.pad(np.zeros((nx - 2, ny - 2), bool), 1, constant_values=True) & body[:, :, k]
-        holes = ndi.binary_fill_holes(bright | edge) & ~bright & ~edge & body[:, :, k]
+        edge = np.zeros(bright.shape, bool)
+        edge[:, 0] = True
+        edge[0, :] |= xa == 0
+        edge[-1, :] |= xb == nx
+        edge &= body[win]
+        holes = ndi.binary_fill_holes(bright | edge) & ~bright & ~edge & body[win]
         lab, n = ndi.label(holes)
         if n == 0:
             continue
@@ -245,10 +255,10 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
             area = piece.sum() * sx * sy
             if not lo_a <= area <= hi_a:
                 continue
-            c = np.argwhere(piece).mean(axis=0) + [box[0].start, box[1].start]
+            c = np.argwhere(piece).mean(axis=0) + [box[0].start + xa, box[1].start]
             if abs(c[0] - mid) * sx > params["canal_off_midline_mm"] or c[1] > y_mid:
                 continue
-            hu = float(np.median(sm[:, :, k][box][piece]))
+            hu = float(np.median(sm[win][box][piece]))
             if not lo_hu <= hu <= hi_hu:
                 continue
             big = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)

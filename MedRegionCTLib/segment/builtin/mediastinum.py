@@ -72,8 +72,10 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
     sm = ndi.gaussian_filter(grid.coarse, 0.7)
     # a bolus can make a lumen as dense as cortex; cortex is a thin shell, a lumen is thick
     dense = grid.coarse_max > params["cortical_hu"]
-    core = ndi.distance_transform_edt(dense, sampling=grid.coarse_spacing) > params["lumen_min_radius_mm"]
-    lumen = ndi.binary_propagation(core, mask=dense) if core.any() else core
+    reach = max(1, int(round(params["lumen_min_radius_mm"] / grid.coarse_spacing.min())))
+    thick = sm > params["bolus_hu_min"]
+    core = ndi.binary_erosion(thick, iterations=reach) if thick.any() else thick
+    lumen = ndi.binary_propagation(core, mask=thick | dense) if core.any() else core
     cand = ((sm > lo) & (sm < hi) | lumen) & body
     if not cand.any() or not lungs.any():
         return out
