@@ -2,8 +2,8 @@
 volumes, emphysema index of the lungs and of each lobe, fluid volumes, vertebral levels), each judged
 against the threshold and literature source in ``data/clinical_thresholds.json``.
 
-Cross-sectional diameters are measured on axial slices as the minor axis of the section's second moments
-(``4 sqrt(smallest eigenvalue)``: exact for a disc, and the true calibre of an obliquely cut tube).
+Vessel calibres are measured on planes perpendicular to the centreline at named landmarks (:mod:`.vessels`);
+the cardiothoracic ratio on axial slices, stating the slices it used.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import re
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
 
 from ..data import load_json
 from .intensity import fraction_below
+from .vessels import aorta_landmarks, landmark_table, pulmonary_landmarks
 
 _VERTEBRA_ORDER = [f"C{i}" for i in range(1, 8)] + [f"T{i}" for i in range(1, 13)] + \
     [f"L{i}" for i in range(1, 7)] + ["S1"]
@@ -46,86 +46,128 @@ def nodule_category(diameter_mm: float) -> str:
     return spec["categories"][-1]["name"]
 
 
-def _axial_sections(mask: np.ndarray, spacing, si_axis: int):
-    """Per axial slice of ``mask`` (a crop), the 2D connected sections: yields (slice index, props list)
-    with props = (area mm2, centroid in-plane (mm, 2), minor axis mm, major axis mm)."""
-    other = [a for a in range(3) if a != si_axis]
-    sp = np.array([spacing[a] for a in other])
-    stack = np.moveaxis(mask, si_axis, 0)
-    for k in range(stack.shape[0]):
-        plane = stack[k]
-        if not plane.any():
-            continue
-        lab, n = ndimage.label(plane)
-        props = []
-        for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-            pts = (np.argwhere(lab[sl] == i) + [s.start for s in sl]) * sp
-            area = len(pts) * float(np.prod(sp))
-            if len(pts) < 3:
-                continue
-            cov = np.cov(pts.T) + np.diag(sp**2 / 12.0)  # + the pixel's own spread (exact disc moments)
-            ev = np.linalg.eigvalsh(cov)
-            props.append((area, pts.mean(axis=0), 4.0 * np.sqrt(max(ev[0], 0.0)), 4.0 * np.sqrt(ev[1])))
-        yield k, props
+CTR_EDGE_MARGIN_MM = 15.0
 
 
-def _max_lr_width(mask: np.ndarray, axes) -> float:
-    """Largest right-left extent (mm) of ``mask`` on any axial slice."""
+def _slice_widths(mask: np.ndarray, axes) -> np.ndarray:
+    """Right-left extent (mm) of ``mask`` on every axial slice (0 where the slice holds none of it)."""
     lr, si = axes.lr[0], axes.si[0]
     ap = axes.ap[0]
-    proj = mask.any(axis=ap)  # (remaining two axes in order)
+    proj = mask.any(axis=ap)
     order = [a for a in range(3) if a != ap]
     proj = proj if order.index(lr) == 0 else proj.T  # rows: lr, cols: si
     present = proj.any(axis=0)
-    if not present.any():
-        return 0.0
     first = np.argmax(proj, axis=0)
     last = proj.shape[0] - 1 - np.argmax(proj[::-1], axis=0)
-    widths = (last - first + 1)[present]
     del si
-    return float(widths.max()) * axes.spacing[lr]
+    return np.where(present, (last - first + 1) * axes.spacing[lr], 0.0)
 
 
-def cardiothoracic_ratio(heart: np.ndarray, lungs: np.ndarray, axes) -> dict:
-    """Maximal transverse heart width over the maximal inner thoracic (lung-to-lung) width, axial images."""
+def _widest(widths: np.ndarray) -> int:
+    """The slice of the largest width (the middle one of a run of equal maxima)."""
+    best = np.flatnonzero(widths >= widths.max() - 1e-6)
+    return int(best[len(best) // 2])
+
+
+def _touches(mask: np.ndarray, axis: int, which=(0, -1)) -> bool:
+    return any(np.take(mask, i, axis=axis).any() for i in which)
+
+
+def cardiothoracic_ratio(heart: np.ndarray, lungs: np.ndarray, axes, affine=None) -> dict:
+    """Maximum transverse cardiac diameter over maximum inner thoracic diameter (lung to lung, the heart in
+    between), each on its own axial slice, as in Danzer's definition carried to axial CT. The slices used are
+    given (index along the CT's head-foot axis and their height in mm). Not assessed (value None, with the
+    reason) when the field of view cuts the thorax at the sides, or below it near its widest level, or cuts
+    the heart (at the sides, or above or below near its widest level)."""
+    out = judge("cardiothoracic_ratio", None)
+    out["method"] = ("maximum transverse cardiac diameter over maximum inner thoracic diameter on axial images "
+                     "(right-left extents of the heart and of the lungs with the heart)")
     if not heart.any() or not lungs.any():
-        return judge("cardiothoracic_ratio", None)
-    heart_w = _max_lr_width(heart, axes)
-    thorax_w = _max_lr_width(lungs | heart, axes)
-    out = judge("cardiothoracic_ratio", heart_w / thorax_w if thorax_w else None)
-    out.update(heart_width_mm=heart_w, thorax_width_mm=thorax_w)
+        return out
+    lr, ap, si = axes.lr[0], axes.ap[0], axes.si[0]
+    thorax = lungs | heart
+    hw, tw = _slice_widths(heart, axes), _slice_widths(thorax, axes)
+    kh, kt = _widest(hw), _widest(tw)
+    n_si, sp_si = heart.shape[si], axes.spacing[si]
+    low_end = 0 if axes.si[1] > 0 else n_si - 1  # the slice at the patient's feet
+    high_end = n_si - 1 - low_end
+    margin = CTR_EDGE_MARGIN_MM / sp_si  # a widest slice this near a cut edge may not be the widest there is
+    reasons = []
+    if _touches(lungs, lr):
+        reasons.append("the field of view cuts the thorax at its sides")
+    if _touches(lungs, si, (low_end,)) and abs(kt - low_end) < margin:
+        reasons.append("the field of view cuts the thorax below its widest level")
+    if _touches(heart, lr) or _touches(heart, ap):
+        reasons.append("the field of view cuts the heart")
+    elif any(_touches(heart, si, (end,)) and abs(kh - end) < margin for end in (low_end, high_end)):
+        reasons.append("the field of view cuts the heart near its widest level")
+    out.update(heart_width_mm=float(hw[kh]), thorax_width_mm=float(tw[kt]), heart_slice_index=kh,
+               thorax_slice_index=kt)
+    if affine is not None:
+        z = np.asarray(affine, float)[2, si] * np.array([kh, kt]) + np.asarray(affine, float)[2, 3]
+        out.update(heart_slice_z_mm=round(float(z[0]), 1), thorax_slice_z_mm=round(float(z[1]), 1))
+    if reasons:
+        out["not_assessed"] = "; ".join(reasons)
+        return out
+    ratio = judge("cardiothoracic_ratio", hw[kh] / tw[kt] if tw[kt] else None)
+    out.update(value=ratio["value"], abnormal=ratio["abnormal"])
     return out
 
 
-def aorta_diameters(aorta: np.ndarray, spacing, axes) -> tuple[dict, dict]:
-    """Ascending and descending thoracic aorta diameters: on slices cutting the aorta twice, the anterior
-    section is the ascending and the posterior one the descending aorta; the largest minor axis of each."""
-    si, ap = axes.si[0], axes.ap
-    other = [a for a in range(3) if a != si]
-    ap_col, ap_sign = other.index(ap[0]), ap[1]
-    asc, desc = [], []
-    for _, props in _axial_sections(aorta, spacing, si):
-        big = [p for p in props if p[0] >= 50.0]
-        if len(big) != 2:
-            continue
-        front, back = sorted(big, key=lambda p: -ap_sign * p[1][ap_col])
-        asc.append(front[2])
-        desc.append(back[2])
-    a = judge("ascending_aorta_diameter_mm", max(asc) if asc else None)
-    d = judge("descending_aorta_diameter_mm", max(desc) if desc else None)
-    a["slices_measured"] = len(asc)
-    d["slices_measured"] = len(desc)
-    return a, d
+def calibre(section) -> float:
+    """A vessel's calibre on a section perpendicular to its centreline: the largest diameter, or the width
+    across it when the section is elongated beyond ``round_ratio`` (a true section of the aorta or pulmonary
+    trunk is round; an elongated one holds a neighbour the mask merged with, or a branch's origin)."""
+    ratio = landmark_table()["round_ratio"]
+    return float(section.diameter_pd_mm if section.diameter_mm > ratio * section.diameter_pd_mm
+                 else section.diameter_mm)
 
 
-def pulmonary_artery_diameter(pa: np.ndarray, spacing) -> dict:
-    """Main pulmonary artery: the diameter of the largest ball inside the pulmonary-artery mask (the trunk is
-    its widest tube). The distance transform reaches the nearest outside voxel *centre*, half a voxel past
-    the border, hence the correction."""
-    if not pa.any():
-        return judge("main_pulmonary_artery_diameter_mm", None)
-    edt = ndimage.distance_transform_edt(np.pad(pa, 1), sampling=spacing)
-    return judge("main_pulmonary_artery_diameter_mm", float(2.0 * edt.max() - np.mean(spacing)))
+def _landmark_measure(name: str, landmarks: dict, keys, notes) -> dict:
+    """The largest diameter among ``keys`` landmarks, judged as ``name``."""
+    measured = [(k, landmarks[k]) for k in keys if k in landmarks and landmarks[k].section is not None]
+    if not measured:
+        out = judge(name, None)
+        if notes:
+            out["not_assessed"] = "; ".join(notes)
+        return out
+    key, lm = max(measured, key=lambda t: calibre(t[1].section))
+    out = judge(name, calibre(lm.section))
+    out.update(diameter_max_mm=round(float(lm.section.diameter_mm), 1),
+               diameter_pd_mm=round(float(lm.section.diameter_pd_mm), 1), landmark=key, landmark_name=lm.name,
+               method="largest diameter on a plane perpendicular to the centreline, outer wall to outer wall",
+               landmarks_measured=[k for k, _ in measured])
+    provenance = [f"{landmarks[k].name}: placed by {landmarks[k].placed_by}" for k, _ in measured]
+    if calibre(lm.section) < lm.section.diameter_mm:
+        provenance.append(f"{lm.name}: the section is elongated (largest diameter {lm.section.diameter_mm:.1f} mm) "
+                          "by a neighbouring structure in the mask; the width across it is the calibre")
+    if any("shape" in landmarks[k].placed_by or "labelled" in landmarks[k].placed_by for k, _ in measured):
+        provenance.append("landmarks placed from the vessel's shape (no branch or junction masks): approximate")
+    if lm.section.cut_by_field_of_view:
+        provenance.append("the measured section touches the edge of the field of view")
+    out["provenance"] = provenance
+    return out
+
+
+def aorta_diameters(aorta: np.ndarray, affine, structures: dict | None = None, hu=None) -> tuple[dict, dict, dict]:
+    """Ascending and descending thoracic aorta diameters from the landmarks of :mod:`.vessels` (ascending:
+    sinotubular junction, mid and distal ascending aorta -- never the root, sinuses or outflow tract;
+    descending: proximal and mid descending aorta); and every landmark's record."""
+    _, landmarks, notes = aorta_landmarks(aorta, affine, structures, hu)
+    table = landmark_table()
+    asc = _landmark_measure("ascending_aorta_diameter_mm", landmarks, table["ascending"], notes)
+    desc = _landmark_measure("descending_aorta_diameter_mm", landmarks, table["descending"], notes)
+    record = {"landmarks": {k: lm.to_json() for k, lm in landmarks.items()}, "notes": notes,
+              "definitions": "TotalSegmentator aorta report landmarks (data/vessel_landmarks.json)"}
+    return asc, desc, record
+
+
+def pulmonary_artery_diameter(pa: np.ndarray, affine, structures: dict | None = None, hu=None) -> tuple[dict, dict]:
+    """Main pulmonary artery before its bifurcation (TotalSegmentator's bifurcation landmark), on the plane
+    perpendicular to the trunk's centreline; and the landmark's record."""
+    _, landmarks, notes = pulmonary_landmarks(pa, affine, structures, hu)
+    out = _landmark_measure("main_pulmonary_artery_diameter_mm", landmarks, ["main_pulmonary_artery"], notes)
+    return out, {"landmarks": {k: lm.to_json() for k, lm in landmarks.items()}, "notes": notes}
 
 
 def trachea_diameters(trachea: np.ndarray, spacing, axes) -> dict:

@@ -34,6 +34,13 @@ HILAR_CLASSES = ("pulmonary_artery", "pulmonary_vein", "heart", "atrial_appendag
                  "superior_vena_cava", "brachiocephalic_vein_left", "brachiocephalic_vein_right")
 LOBES = ("lung_upper_lobe_right", "lung_middle_lobe_right", "lung_lower_lobe_right", "lung_upper_lobe_left",
          "lung_lower_lobe_left")
+# The vessels' own classes (TotalSegmentator's dissection lumens belong to the aorta) and the classes that
+# place their landmarks; the box around a vessel is grown by VESSEL_PAD voxels for its sections.
+AORTA_CLASSES = {"aorta": ("aorta", "aorta_true_lumen", "aorta_false_lumen"),
+                 "landmarks": ("brachiocephalic_trunk", "subclavian_artery_left", "sinotubular_junction",
+                               "vertebrae_T12")}
+PULMONARY_CLASSES = {"pulmonary_artery": ("pulmonary_artery",), "landmarks": ("pul_bifurcation",)}
+VESSEL_PAD = 12
 # Which schema region a clinical measure belongs to: the class it is measured on.
 MEASURE_CLASS = {
     "cardiothoracic_ratio": "heart", "ascending_aorta_diameter_mm": "aorta",
@@ -295,16 +302,18 @@ def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine, 
     right = _union(arr, index_of, lung_right, crops=crops)
     lungs = right | _union(arr, index_of, lung_left, crops=crops)
     c["cardiothoracic_ratio"] = clin.cardiothoracic_ratio(_union(arr, index_of, heart_names, crops=crops), lungs,
-                                                          axes)
+                                                          axes, affine)
     if "aorta" in index_of:
-        crop = crops["aorta"]
-        asc, desc = clin.aorta_diameters(arr[crop] == index_of["aorta"], spacing, axes)
+        crop, aff, hu_crop, masks = _vessel_crop(arr, hu, index_of, crops, affine, "aorta", AORTA_CLASSES)
+        asc, desc, c["aorta_landmarks"] = clin.aorta_diameters(masks.pop("aorta"), aff, masks, hu_crop)
     else:
         asc, desc = clin.judge("ascending_aorta_diameter_mm", None), clin.judge("descending_aorta_diameter_mm", None)
     c["ascending_aorta_diameter_mm"], c["descending_aorta_diameter_mm"] = asc, desc
     if "pulmonary_artery" in index_of:
-        crop = crops["pulmonary_artery"]
-        pa = clin.pulmonary_artery_diameter(arr[crop] == index_of["pulmonary_artery"], spacing)
+        crop, aff, hu_crop, masks = _vessel_crop(arr, hu, index_of, crops, affine, "pulmonary_artery",
+                                                 PULMONARY_CLASSES)
+        pa, c["pulmonary_artery_landmarks"] = clin.pulmonary_artery_diameter(masks.pop("pulmonary_artery"), aff,
+                                                                             masks, hu_crop)
     else:
         pa = clin.judge("main_pulmonary_artery_diameter_mm", None)
     c["main_pulmonary_artery_diameter_mm"] = pa
@@ -345,6 +354,19 @@ def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine, 
                                                       counts["pericardial_effusion"] * voxel_ml)
     c["vertebral_levels"] = clin.vertebral_levels(crops, arr.shape, axes.si[0])
     return c
+
+
+def _vessel_crop(arr, hu, index_of, crops, affine, vessel: str, classes):
+    """The vessel's box (grown by ``VESSEL_PAD`` voxels): its mask (the union of ``classes[vessel]``), the
+    masks of the structures that place its landmarks, the CT and the box's affine."""
+    box = tuple(slice(max(s.start - VESSEL_PAD, 0), min(s.stop + VESSEL_PAD, n))
+                for s, n in zip(crops[vessel], arr.shape))
+    sub = arr[box]
+    masks = {vessel: _lut(sub, index_of, classes[vessel])[sub]}
+    for name in classes["landmarks"]:
+        if name in index_of:
+            masks[name] = sub == index_of[name]
+    return box, local_affine(affine, box), hu[box], masks
 
 
 def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects=None,

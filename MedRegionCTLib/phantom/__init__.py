@@ -19,7 +19,7 @@ from ..data import load_json, totalsegmentator_class_indices
 from ..errors import InputError
 from ..progress import Steps
 from ..volume import LabelMap, Volume
-from .chest import AnatomyOptions, build_anatomy
+from .chest import AnatomyOptions, build_anatomy, section_diameters, tube_record
 from .findings import (
     KINDS,
     LOBES,
@@ -31,7 +31,8 @@ from .findings import (
 )
 from .render import Grid, add_noise, integrate_volumes, render
 
-__all__ = ["KINDS", "LOBES", "PRESETS", "PRESET_SPECS", "FindingSpec", "Phantom", "make_phantom", "parse_findings"]
+__all__ = ["KINDS", "LOBES", "PRESETS", "PRESET_SPECS", "FindingSpec", "Phantom", "make_phantom", "parse_findings",
+           "section_diameters"]
 
 # Field of view: 384 mm wide, from the upper abdomen (z = -215 mm) to the lower neck (z = +160 mm),
 # centred on the midline; z = 0 is the carina.
@@ -157,6 +158,9 @@ def make_phantom(preset: str = "standard", seed: int = 0, findings="default", co
         "structures": structures_truth,
         "findings": records,
         "measures": measures,
+        # the vessels' analytic tubes: phantom.section_diameters(truth["vessels"][name], point, normal) gives the
+        # true calibre on any measuring plane
+        "vessels": {name: tube_record(t) for name, t in anatomy.tubes.items()},
     }
     meta = {"format": "phantom", "source": f"phantom:{preset}:seed={seed}"}
     volume = Volume(ct, grid.affine.copy(), meta)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull
 
 from .shapes import (
     Box,
@@ -62,6 +64,7 @@ class Anatomy:
     structures: list[Structure] = field(default_factory=list)
     shapes: dict[str, Shape] = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
+    tubes: dict = field(default_factory=dict)  # vessel name -> Tube or list of Tubes (the truth's calibres)
 
     def add(self, shape: Shape, hu: float | None, label: str | None = None, name: str = "", finding=None,
             only_within=None) -> Structure:
@@ -151,18 +154,24 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
     hs = opts.heart_scale
     heart = Ellipsoid(j((-25, 35, -85)), (62 * hs, 48 * hs, 50 * hs), rotation_matrix(z_deg=-35.6, y_deg=-26.7))
     an.shapes["heart"] = heart
-    aorta_pts = [j(p) for p in [(2, 20, -45), (20, 22, -15), (22, 18, 20), (10, 15, 45), (-12, 5, 52),
+    # root (in the heart), sinotubular junction, then the tubular ascending aorta straight up to the arch
+    r_asc = opts.ascending_aorta_diameter_mm / 2.0
+    aorta_pts = [j(p) for p in [(2, 20, -45), (10, 21, -27), (22, 18, 20), (10, 15, 45), (-12, 5, 52),
                                 (-30, -20, 42), (-30, -45, 15), (-27, -50, -60), (-17, -49, -150),
                                 (-10, -42, -270)]]  # the abdominal aorta runs in front of the spine
-    r_asc = opts.ascending_aorta_diameter_mm / 2.0
-    aorta = Tube(aorta_pts, [15, r_asc, r_asc, 14, 13.5, 12.5, 12, 12, 11.5, 11])
+    # a smooth curve through the points: a measuring plane across a kink would cut the tube obliquely
+    aorta = Tube(*smooth_polyline(aorta_pts, [15, r_asc, r_asc, 14, 13.5, 12.5, 12, 12, 11.5, 11], 6.0))
     svc = Tube([j((48, 12, 75)), j((48, 15, -30))], 9.5)
     brachiocephalic = Tube([j((5, 14, 50)), j((15, 6, 92))], 6.5)
     carotid_l = Tube([j((-8, 4, 52)), j((-22, -12, 150))], 4.5)
     subclavian_l = Tube([j((-20, -5, 50)), j((-38, -12, 95)), j((-70, -10, 105))], 5.0)
-    pa_trunk = Tube([j((-22, 55, -45)), j((-22, 42, -10)), j((-12, 22, 8))], 13.0)
-    pa_right = Tube([j((-12, 22, 8)), j((2, 2, 0)), j((22, -8, -8)), j((48, -12, -15))], 10.0)
-    pa_left = Tube([j((-12, 22, 8)), j((-30, 5, 12)), j((-52, -15, 0))], 9.5)
+    # a dilated ascending aorta pushes the pulmonary trunk and its bifurcation to the left, the right
+    # pulmonary artery behind it back
+    dx = max(0.0, r_asc - 16.0)
+    fork = j((-12 - dx, 22, 8))
+    pa_trunk = Tube([j((-22 - dx, 55, -45)), j((-22 - dx, 42, -10)), fork], 13.0)
+    pa_right = Tube([fork, j((2, 2 - 1.5 * dx, 0)), j((22, -8 - 1.5 * dx, -8)), j((48, -12, -15))], 10.0)
+    pa_left = Tube([fork, j((-30, 5, 12)), j((-52, -15, 0))], 9.5)
     pulmonary = Union(pa_trunk, pa_right, pa_left)
     trachea = Tube([j((0, -8, 170)), j((0, -14, 80)), j((0, -22, 0))], 10.0)
     trachea_lumen = Tube([j((0, -8, 171)), j((0, -14, 80)), j((0, -22, 0))], 8.0)
@@ -176,6 +185,7 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
     vertebral_column = SuperEllipticCylinder((0, -75 * jitter[1]), 20, 16, -400, 400)
     an.shapes.update(aorta=aorta, pulmonary_artery=pulmonary, trachea=trachea, bronchi=bronchi,
                      esophagus=esophagus, pa_trunk=pa_trunk, svc=svc)
+    an.tubes.update(aorta=aorta, pulmonary_artery=[pa_trunk, pa_right, pa_left])
     an.facts.update(ascending_aorta_diameter_mm=2 * r_asc, descending_aorta_diameter_mm=24.0,
                     pulmonary_trunk_diameter_mm=26.0, trachea_outer_diameter_mm=20.0,
                     trachea_lumen_diameter_mm=16.0)
@@ -348,7 +358,9 @@ def _add_ribs_and_sternum(an: Anatomy, hu: dict, cavity: Ellipsoid, jitter) -> N
                     + np.sin(np.radians(35)) * (front_y(95 * jitter[2]) + 8))
     bottom = HalfSpace((0, -np.sin(np.radians(30)), -np.cos(np.radians(30))),
                        -(-105 * jitter[2] * np.cos(np.radians(30)) + np.sin(np.radians(30)) * (front_y(-105) + 8)))
-    an.add(Intersection(Union(*parts), top, bottom), hu["cancellous_bone"] + 150, "sternum")
+    sternum = Intersection(Union(*parts), top, bottom)
+    an.add(sternum, hu["cancellous_bone"] + 150, "sternum")
+    an.add(Shell(sternum, 1.5, outside=False), hu["cortical_bone"], name="sternal cortex")
 
     drops = {1: 25, 2: 42, 11: 40, 12: 35}
     for n in range(1, 13):
@@ -374,8 +386,58 @@ def _add_ribs_and_sternum(an: Anatomy, hu: dict, cavity: Ellipsoid, jitter) -> N
         y_top = front_y(96 * jitter[2])
         clav = Tube([(side * 20, y_top + 8, 98 * jitter[2]), (side * 75, y_top + 2, 116 * jitter[2]),
                      (side * 135, y_top - 40, 122 * jitter[2])], 7.0)
-        an.add(clav, hu["cortical_bone"] - 300, f"clavicula_{suffix}")
+        an.add(clav, hu["cortical_bone"] - 150, f"clavicula_{suffix}")
         # the blade lies on the posterior chest wall, its lateral edge curving forwards
         scap = Ellipsoid((side * 100 * jitter[0], -105 * jitter[1], 55 * jitter[2]), (45, 5, 60),
                          rotation_matrix(z_deg=30 * side))
-        an.add(scap, hu["cortical_bone"] - 350, f"scapula_{suffix}")
+        an.add(scap, hu["cortical_bone"] - 150, f"scapula_{suffix}")
+
+
+def smooth_polyline(points, radii, step_mm: float):
+    """Points every ~``step_mm`` on the Catmull-Rom curve through ``points`` (radii interpolated linearly):
+    the curve passes through every control point with a continuous tangent."""
+    p = np.asarray(points, float)
+    r = np.asarray(radii, float)
+    ext = np.vstack([2 * p[0] - p[1], p, 2 * p[-1] - p[-2]])
+    out_p, out_r = [], []
+    for i in range(len(p) - 1):
+        p0, p1, p2, p3 = ext[i:i + 4]
+        n = max(1, int(np.ceil(np.linalg.norm(p2 - p1) / step_mm)))
+        t = np.arange(n)[:, None] / n
+        out_p.append(0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                            + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3))
+        out_r.append(r[i] + (r[i + 1] - r[i]) * t[:, 0])
+    return np.vstack(out_p + [p[-1:]]), np.concatenate(out_r + [r[-1:]])
+
+
+def tube_record(tubes) -> list[dict]:
+    """JSON form of a vessel's tubes: their polylines and radii (mm)."""
+    tubes = tubes if isinstance(tubes, list | tuple) else [tubes]
+    return [{"points": np.round(t.points, 3).tolist(), "radii": np.round(t.radii, 3).tolist()} for t in tubes]
+
+
+def section_diameters(record: list[dict], point, normal, half_mm: float = 45.0, step_mm: float = 0.2):
+    """The true section of a vessel (its tubes from :func:`tube_record`) by the plane through ``point``
+    perpendicular to ``normal``: (largest diameter, width perpendicular to it) in mm, or None when the plane
+    misses the vessel at the point -- what a measured section at that plane should give."""
+    n = np.asarray(normal, float) / np.linalg.norm(normal)
+    helper = np.array([1.0, 0, 0]) if abs(n[0]) < 0.9 else np.array([0, 1.0, 0])
+    u = np.cross(n, helper)
+    u /= np.linalg.norm(u)
+    v = np.cross(n, u)
+    t = np.arange(-half_mm, half_mm + 1e-9, step_mm)
+    pts = np.asarray(point, float) + t[:, None, None] * u + t[None, :, None] * v
+    x, y, z = pts[..., 0].ravel(), pts[..., 1].ravel(), pts[..., 2].ravel()
+    d = np.min([Tube(r["points"], r["radii"]).sdf(x, y, z) for r in record], axis=0).reshape(len(t), len(t))
+    lab, _ = ndimage.label(d < 0)
+    mid = len(t) // 2
+    if lab[mid, mid] == 0:
+        return None
+    xy = np.argwhere(lab == lab[mid, mid]) * step_mm
+    hull = xy[ConvexHull(xy).vertices]
+    diff = hull[:, None, :] - hull[None, :, :]
+    dist = np.linalg.norm(diff, axis=-1)
+    i, j = np.unravel_index(np.argmax(dist), dist.shape)
+    axis = diff[i, j] / dist[i, j]
+    proj = hull @ np.array([-axis[1], axis[0]])
+    return float(dist[i, j]) + step_mm, float(proj.max() - proj.min()) + step_mm

@@ -622,18 +622,26 @@ def _effusion_sides(measurements, min_conf: float) -> dict[str, dict]:
 def _cardiomegaly(w: _Writer, ph: dict, key: str):
     m = w.clinical("cardiothoracic_ratio")
     ratio = _f(m.get("value"))
-    if ratio is None:
-        return
     heart = [f"structure:{n}" for n in w.m.structures if n == "heart" or n.startswith(("heart_", "atrial_"))]
     masks = heart + [n for n in (f"structure:{x}" for x in LOBE_WORDS if x in w.m.structures)]
-    fields = dict(ratio=_num(ratio, 2), heart_mm=_num(m.get("heart_width_mm", 0.0), 0),
-                  thorax_mm=_num(m.get("thorax_width_mm", 0.0), 0), threshold=f"{float(m['threshold']):.2f}")
     path = ["clinical/cardiothoracic_ratio"]
+    if ratio is None:
+        if m.get("not_assessed") and heart:  # the field of view cuts the thorax or the heart
+            yield w.item(ph["not_assessed"].format(reason=m["not_assessed"]), masks, path)
+        return
+
+    def at(key):  # the axial slice a width was taken on
+        return ph["slice_at"].format(z_mm=_num(m[key], 0)) if _f(m.get(key)) is not None else ""
+
+    fields = dict(ratio=_num(ratio, 2), heart_mm=_num(m.get("heart_width_mm", 0.0), 0),
+                  thorax_mm=_num(m.get("thorax_width_mm", 0.0), 0), threshold=f"{float(m['threshold']):.2f}",
+                  heart_at=at("heart_slice_z_mm"), thorax_at=at("thorax_slice_z_mm"))
     if m.get("abnormal"):
         f = w.finding(kind="cardiomegaly", location="heart", side=None,
                       size={k: round(float(m[k]), 1) for k in ("heart_width_mm", "thorax_width_mm") if _f(m.get(k))},
                       values={"cardiothoracic_ratio": round(ratio, 3), "threshold": float(m["threshold"])},
-                      evidence=Evidence(masks=list(masks), measurements=list(path)))
+                      evidence=Evidence(masks=list(masks), measurements=list(path)),
+                      provenance=[m["method"]] if m.get("method") else [])
         yield w.item(ph["present"].format(**fields), masks, path, [f])
     else:
         yield w.item(ph["absent"].format(**fields), masks, path)
@@ -667,7 +675,8 @@ def _aorta(w: _Writer, ph: dict, key: str):
             dilated = True
             f = w.finding(kind=f"dilated_{segment}_aorta", location=f"{segment} aorta", side=None,
                           size={"diameter_mm": round(value, 1)}, values={"threshold_mm": float(m["threshold"])},
-                          evidence=Evidence(masks=list(masks), measurements=list(path)))
+                          evidence=Evidence(masks=list(masks), measurements=list(path)),
+                          provenance=list(m.get("provenance", [])))
             yield w.item(ph["dilated"].format(segment=segment, diameter_mm=_num(value),
                                               threshold=f"{float(m['threshold']):g}"), masks, path, [f])
         else:
@@ -695,7 +704,8 @@ def _pulmonary_artery(w: _Writer, ph: dict, key: str):
     if m.get("abnormal"):
         f = w.finding(kind="dilated_pulmonary_artery", location="main pulmonary artery", side=None,
                       size={"diameter_mm": round(value, 1)}, values={"threshold_mm": float(m["threshold"])},
-                      evidence=Evidence(masks=list(masks), measurements=list(path)))
+                      evidence=Evidence(masks=list(masks), measurements=list(path)),
+                      provenance=list(m.get("provenance", [])))
         yield w.item(ph["dilated"].format(diameter_mm=_num(value), threshold=f"{float(m['threshold']):g}",
                                           ratio_text=ratio_text), masks, path, [f])
     else:

@@ -34,8 +34,9 @@ def hand_made_report(regions, measurements, schema: str = "radgenome10") -> Repo
             a = measurements.regions[r.key]
             headline = {"volume_ml": round(float(a["volume_ml"]), 1), "hu_mean": round(float(a["hu_mean"]), 1)}
         evidence = Evidence(masks=[f"region:{r.key}"])
-        if r.key == "heart":
-            headline["cardiothoracic_ratio"] = round(measurements.clinical["cardiothoracic_ratio"]["value"], 2)
+        ctr = measurements.clinical["cardiothoracic_ratio"]["value"]
+        if r.key == "heart" and ctr is not None:  # not assessed on a slab that cuts the heart
+            headline["cardiothoracic_ratio"] = round(ctr, 2)
             evidence.measurements.append("clinical/cardiothoracic_ratio")
         out.append(RegionReport(key=r.key, name=r.region.name, status=status, sentences=sentences,
                                 findings=findings, measurements=headline, evidence=evidence))

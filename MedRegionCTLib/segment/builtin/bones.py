@@ -53,36 +53,48 @@ def bone_condition(params: dict):
     return cond
 
 
-def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict) -> np.ndarray:
-    """Coarse bone: dense voxels plus their partial-volume rim; ``exclude`` holds contrast-filled blood."""
+def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict,
+              canal: np.ndarray | None = None) -> np.ndarray:
+    """Coarse bone: dense voxels plus their partial-volume rim; ``exclude`` holds contrast-filled blood;
+    ``canal`` (from :func:`spinal_canal`) tells the spinal canal from the fatty marrow of a vertebral body,
+    both pale holes ringed by bone."""
     strong = (grid.coarse > params["hu_min"]) & body & ~exclude
     strong = masks.remove_small(strong, max(2, int(params["min_component_ml"] / grid.coarse_voxel_ml)))
     if exclude.any():
-        # with contrast, small vessels outside the pool are as dense as marrow: a bone piece has cortex
-        # somewhere, or at least is no thin tube lying against the blood pool
+        # with contrast, vessels outside the pool are as dense as marrow: a bone piece has cortex somewhere
         lab, n = masks.label(strong)
         peak = ndi.maximum(grid.coarse_max, lab, index=np.arange(1, n + 1))
-        near_pool = ndi.binary_dilation(exclude, masks.ball(params["vessel_reach_mm"], grid.coarse_spacing))
-        touches = ndi.maximum(near_pool, lab, index=np.arange(1, n + 1))
+        # calcium in a vessel's wall (or a dense streak in its lumen) lies wrapped in the blood pool
+        rim = ndi.binary_dilation(strong) & ~strong
+        with np.errstate(invalid="ignore", divide="ignore"):  # a piece without a rim has no share
+            wrapped = ndi.mean(exclude[rim], lab[rim], index=np.arange(1, n + 1))
         keep = np.zeros(n + 1, bool)
-        keep[1:] = (np.asarray(peak) > params["cortical_hu"]) | ~np.asarray(touches, bool)
+        # with iodine in the blood, soft tissue enhances into the marrow's range: a bone has cortex
+        keep[1:] = (np.asarray(peak) > params["cortical_hu"]) & \
+            ~(np.nan_to_num(np.asarray(wrapped, float)) > params["wrapped_in_blood"])
         strong = keep[lab]
     weak = (grid.coarse > params["edge_hu"]) & body & ~exclude
     bone = strong | (weak & ndi.binary_dilation(strong))
     # marrow paler than the threshold inside a cortical ring (osteoporotic vertebrae), not the spinal canal
     filled = masks.fill_holes_axial(bone)
-    holes = filled & ~bone
+    holes = filled & ~bone & ~exclude  # a calcified vessel wall rings blood, not marrow
     if holes.any():
         lab, n = masks.label(holes)
-        means = ndi.mean(grid.coarse, lab, index=np.arange(1, n + 1))
+        means = np.asarray(ndi.mean(grid.coarse, lab, index=np.arange(1, n + 1)))
         keep = np.zeros(n + 1, bool)
-        keep[1:] = np.asarray(means) > params["marrow_hu"]
+        keep[1:] = means > params["marrow_hu"]
+        if canal is not None and np.isfinite(canal[:, 0]).any():
+            # with the canal known, paler (fatty) marrow is bone too; the canal's own hole is not
+            ks = np.flatnonzero(np.isfinite(canal[:, 0]))
+            spinal = np.unique(lab[np.rint(canal[ks, 0]).astype(int), np.rint(canal[ks, 1]).astype(int), ks])
+            keep[1:] |= means > params["fatty_marrow_hu"]
+            keep[spinal] = False
         bone |= keep[lab]
     return bone
 
 
 def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.ndarray, extremities: np.ndarray,
-                   carina, params: dict) -> Skeleton:
+                   carina, params: dict, axis: np.ndarray | None = None) -> Skeleton:
     names: list[str] = []
     parts = np.zeros(bone.shape, np.int16)
 
@@ -96,7 +108,8 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
     sx, sy, sz = grid.coarse_spacing
     nx, ny, nz = bone.shape
     notes = []
-    axis = spine_axis(grid, bone, body)
+    if axis is None:
+        axis = spine_axis(grid, bone, body)
     xs = np.arange(nx)[:, None]
     ys = np.arange(ny)[None, :]
     spine = np.zeros(bone.shape, bool)
@@ -217,6 +230,172 @@ def spine_axis(grid: Grid, bone: np.ndarray, body: np.ndarray) -> np.ndarray:
     return axis
 
 
+def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
+    """Per coarse slice the (x, y) centre of the spinal canal, NaN where it is not found: the vertebral
+    foramen is a hole of soft-tissue density (cord and fluid) closed all round by bone, of a canal's size,
+    near the body's midline in its back half; the holes found are chained along the column (the ring is open
+    between the laminae: gaps are bridged). Iodinated blood is as dense as bone, but no vessel encloses a
+    canal: this finds the column by its shape and place alone."""
+    nx, ny, nz = body.shape
+    sx, sy, sz = grid.coarse_spacing
+    out = np.full((nz, 2), np.nan)
+    sm = ndi.gaussian_filter(grid.coarse, 0.7)
+    lo_a, hi_a = params["canal_area_mm2"]
+    lo_hu, hi_hu = params["canal_hu"]
+    found = {}
+    for k in range(nz):
+        centre = _body_center(body[:, :, k])
+        if centre is None:
+            continue
+        mid, y_mid = centre
+        # only the back half of the body near the midline is searched
+        half = (params["canal_off_midline_mm"] + 40.0) / sx
+        xa, xb, yb = max(int(mid - half), 0), min(int(mid + half) + 1, nx), min(int(y_mid) + 1, ny)
+        if xb - xa < 3 or yb < 3:
+            continue
+        win = (slice(xa, xb), slice(0, yb), k)
+        # the thin laminae at the back of the ring show best unsmoothed, in each block's densest voxel
+        bright = (sm[win] > params["canal_wall_hu"]) | (grid.coarse_max[win] > params["canal_wall_hu"])
+        bright = ndi.binary_closing(bright, iterations=1) | bright  # a one-voxel gap between lamina and pedicle
+        # a field of view that cuts the back closes the ring along the image's edge
+        edge = np.zeros(bright.shape, bool)
+        edge[:, 0] = True
+        edge[0, :] |= xa == 0
+        edge[-1, :] |= xb == nx
+        edge &= body[win]
+        holes = ndi.binary_fill_holes(bright | edge) & ~bright & ~edge & body[win]
+        lab, n = ndi.label(holes)
+        if n == 0:
+            continue
+        best = None
+        for i, box in enumerate(ndi.find_objects(lab), start=1):
+            piece = lab[box] == i
+            area = piece.sum() * sx * sy
+            if not lo_a <= area <= hi_a:
+                continue
+            c = np.argwhere(piece).mean(axis=0) + [box[0].start + xa, box[1].start]
+            if abs(c[0] - mid) * sx > params["canal_off_midline_mm"] or c[1] > y_mid:
+                continue
+            hu = float(np.median(sm[win][box][piece]))
+            if not lo_hu <= hu <= hi_hu:
+                continue
+            big = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)
+            own = lab[big] == i
+            ring = ndi.binary_dilation(own) & ~own
+            closed = bright[big][ring].mean()
+            if closed < params["canal_ring_bone"]:
+                continue  # closed by the image's edge more than by bone
+            if best is None or closed > best[2] + 0.05 or (closed > best[2] - 0.05 and c[1] < best[1]):
+                best = (c[0], c[1], closed)  # ringed by bone all round, and behind the vertebral body
+        if best is not None:
+            found[k] = np.array(best[:2])
+    if len(found) < 3:
+        return out
+    ks = np.array(sorted(found))
+    pts = np.array([found[k] for k in ks])
+    # the longest chain whose centre moves smoothly from slice to slice (a stray hole starts a chain of its
+    # own and does not break the column's)
+    step = params["canal_step_mm"]
+    chains: list[list[int]] = []
+    for a in range(len(ks)):
+        fits = []
+        for c in chains:
+            gap = (ks[a] - ks[c[-1]]) * sz
+            move = np.hypot(*((pts[a] - pts[c[-1]]) * [sx, sy]))
+            if gap <= params["canal_gap_mm"] and move <= step * max(1.0, gap / sz):
+                fits.append(c)
+        if fits:
+            max(fits, key=len).append(a)
+        else:
+            chains.append([a])
+    best = max(chains, key=lambda c: (len(c), ks[c[-1]] - ks[c[0]]))
+    if (ks[best[-1]] - ks[best[0]]) * sz < params["canal_min_length_mm"]:
+        return out
+    kk = ks[best]
+    span = np.arange(kk[0], kk[-1] + 1)
+    for c in range(2):
+        out[span, c] = np.interp(span, kk, pts[best, c])
+    # a little way on past the last hole found, where the body goes on (the column runs on straight)
+    reach = int(round(params["canal_extend_mm"] / sz))
+    for end, direction in ((kk[0], -1), (kk[-1], +1)):
+        for k in range(end + direction, end + direction * (reach + 1), direction):
+            if not 0 <= k < nz or _body_center(body[:, :, k]) is None:
+                break
+            out[k] = out[end]
+    return out
+
+
+def canal_spine_axis(grid: Grid, canal: np.ndarray, body: np.ndarray, params: dict) -> np.ndarray:
+    """:func:`spine_axis` from the spinal canal: x of the canal, the front of the vertebral body (the front edge
+    of the dense tissue in front of the canal that is mirrored across the canal's x -- a vertebral body is
+    symmetric, the aorta beside it is not) and the back of the spinous process."""
+    sx, sy, sz = grid.coarse_spacing
+    nx, ny, nz = body.shape
+    axis = np.full((nz, 3), np.nan)
+    sm = ndi.gaussian_filter(grid.coarse, 0.7)
+    reach = int(params["vertebral_body_depth_mm"] / sy)
+    half = int(params["vertebral_body_half_width_mm"] / sx)
+    for k in np.flatnonzero(np.isfinite(canal[:, 0])):
+        cx, cy = canal[k]
+        i0 = int(round(cx))
+        dense = sm[:, :, k] > params["vertebral_body_hu"]
+        lo, hi = max(i0 - half, 0), min(i0 + half + 1, nx)
+        width = min(i0 - lo, hi - 1 - i0)
+        if width < 2:
+            continue
+        win = dense[i0 - width:i0 + width + 1]
+        sym = win & win[::-1]
+        col = sym[width - max(1, int(8.0 / sx)):width + max(1, int(8.0 / sx)) + 1].any(axis=0)
+        # a lumen of iodinated blood in front of the body (the aorta lying against it) is no marrow: long runs
+        # denser than any marrow along the midline end the body
+        strip = sm[max(i0 - 2, 0):i0 + 3, :, k].mean(axis=0)
+        lumen = strip > params["vertebral_marrow_max_hu"]
+        long_run = ndi.binary_opening(lumen, structure=np.ones(max(2, int(round(8.0 / sy))), bool))
+        ahead = np.flatnonzero(long_run[int(cy) + 1:]) + int(cy) + 1
+        stop = min(cy + reach, ahead[0] - 1 if ahead.size else np.inf)
+        ys = np.flatnonzero(col)
+        front_zone = ys[(ys > cy) & (ys <= stop)]
+        if front_zone.size == 0:
+            continue
+        # the front edge of the run of dense tissue that starts at the canal
+        runs = np.split(front_zone, np.flatnonzero(np.diff(front_zone) > max(1, int(4.0 / sy))) + 1)
+        y_front = runs[0][-1]
+        behind = ys[ys < cy]
+        y_back = behind[0] if behind.size else cy - 20.0 / sy
+        axis[k] = (cx, y_front, y_back)
+    good = np.isfinite(axis[:, 0])
+    if good.sum() >= 3:
+        ks = np.arange(nz)
+        first, last = np.flatnonzero(good)[[0, -1]]
+        for c in range(3):
+            filled = np.interp(ks, ks[good], axis[good, c])
+            filled = ndi.median_filter(filled, size=max(3, int(round(12.0 / sz)) | 1), mode="nearest")
+            axis[first:last + 1, c] = filled[first:last + 1]
+    return axis
+
+
+def column_mask(grid: Grid, axis: np.ndarray, params: dict) -> np.ndarray:
+    """The vertebral column's tissue on each slice where :func:`canal_spine_axis` placed it: dense tissue
+    within the column's box (``vertebral_body_half_width_mm`` either side of the canal, from the spinous
+    process to the front of the body) that has its mirror image across the canal -- a vessel beside the
+    column has none."""
+    sx, sy, _ = grid.coarse_spacing
+    nx, ny, nz = grid.coarse_shape
+    out = np.zeros(grid.coarse_shape, bool)
+    sm = ndi.gaussian_filter(grid.coarse, 0.7)
+    half = int(params["vertebral_body_half_width_mm"] / sx)
+    for k in np.flatnonzero(np.isfinite(axis[:, 0])):
+        x0, y_front, y_back = axis[k]
+        i0 = int(round(x0))
+        w = min(half, i0, nx - 1 - i0)
+        if w < 2:
+            continue
+        j0, j1 = max(int(np.floor(y_back - 10.0 / sy)), 0), min(int(np.ceil(y_front)) + 1, ny)
+        dense = sm[i0 - w:i0 + w + 1, j0:j1, k] > params["vertebral_body_hu"]
+        out[i0 - w:i0 + w + 1, j0:j1, k] = dense & dense[::-1]
+    return ndi.binary_dilation(out)
+
+
 def _anterior_to_lungs(sternum: np.ndarray, lungs: np.ndarray) -> np.ndarray:
     keep = np.zeros_like(sternum)
     for k in np.flatnonzero(sternum.any(axis=(0, 1))):
@@ -257,7 +436,20 @@ def _discs(grid: Grid, axis) -> tuple[list, float]:
             discs.append(k)
     if len(discs) < 3:
         return [], default
-    return discs, float(np.median(np.diff(discs)))
+    gaps = np.diff(discs) * sz
+    pitch = float(np.median(gaps))
+    # dips missed or doubled (vessels lying against the column disturb its profile) make uneven spacings:
+    # trust only an even run of an adult level height
+    even = np.mean(np.abs(gaps - pitch) <= 0.25 * pitch)
+    lo, hi = params_level_height_mm()
+    if even < 0.6 or not lo <= pitch <= hi:
+        return [], default
+    return discs, pitch / sz
+
+
+def params_level_height_mm() -> tuple[float, float]:
+    """The range of adult vertebral level heights (body and disc) a disc spacing is believed in."""
+    return 18.0, 32.0
 
 
 def _vertebral_levels(grid: Grid, axis, carina, rib_heads, spine):

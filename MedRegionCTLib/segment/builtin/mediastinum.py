@@ -57,28 +57,42 @@ def mediastinal_space(grid: Grid, lungs: np.ndarray, body: np.ndarray, bone: np.
     return masks.largest_component(space) if space.any() else space
 
 
-def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict, spine_axis=None) -> np.ndarray:
+def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict, spine_axis=None,
+                   column: np.ndarray | None = None) -> np.ndarray:
     """Iodinated blood pool between the lungs (heart chambers, aorta, great vessels), empty without contrast.
 
-    Candidates are 140-650 HU voxels inside the lungs' convex hull, away from cortical bone; the pool is made of
-    pieces of at least ``blood_min_ml`` (vertebral bodies, cut apart by their discs, are smaller)."""
+    Candidates are 140-650 HU voxels (and thick regions denser still: a bolus) inside the lungs' convex hull,
+    away from cortical bone (a thin dense shell); the pool is made of
+    pieces of at least ``blood_min_ml`` (vertebral bodies, cut apart by their discs, are smaller). With the
+    vertebral column found from its canal (``column``: its tissue), it is left out by place, every large
+    piece is blood (the descending aorta beside the spine too), and the pool goes on along the vessels below
+    and above the lungs, within the column's reach."""
     out = np.zeros(lungs.shape, bool)
-    lo, hi = params["blood_hu"]
+    lo, hi = params["blood_hu"][0], params["bolus_hu_max"]  # an arterial bolus runs denser than 650 HU
     sm = ndi.gaussian_filter(grid.coarse, 0.7)
-    cand = (sm > lo) & (sm < hi) & body
+    # a bolus can make a lumen as dense as cortex; cortex is a thin shell, a lumen is thick
+    dense = grid.coarse_max > params["cortical_hu"]
+    reach = max(1, int(round(params["lumen_min_radius_mm"] / grid.coarse_spacing.min())))
+    thick = sm > params["bolus_hu_min"]
+    core = ndi.binary_erosion(thick, iterations=reach) if thick.any() else thick
+    lumen = ndi.binary_propagation(core, mask=thick | dense) if core.any() else core
+    cand = ((sm > lo) & (sm < hi) | lumen) & body
     if not cand.any() or not lungs.any():
         return out
     hull = lung_hull(lungs)
     # cutting out the cortical shell parts a vertebral body from an aorta lying against it
-    cortex = ndi.binary_dilation(grid.coarse_max > params["cortical_hu"])
+    cortex = ndi.binary_dilation(dense & ~lumen)
     cand &= hull & ~lungs & ~cortex
-    if spine_axis is not None:  # nor the vertebral bodies (their marrow can be as dense as the blood)
+    column_found = column is not None
+    vertebrae = column if column_found else np.zeros(lungs.shape, bool)
+    if spine_axis is not None and not column_found:  # nor the vertebral bodies (marrow as dense as blood)
         xs = np.arange(lungs.shape[0])[:, None]
         ys = np.arange(lungs.shape[1])[None, :]
         half = params["vertebral_body_half_width_mm"] / grid.coarse_spacing[0]
         for k in np.flatnonzero(np.isfinite(spine_axis[:, 0])):
             x0, y_front = spine_axis[k, 0], spine_axis[k, 1]
-            cand[:, :, k] &= ~((np.abs(xs - x0) <= half) & (ys <= y_front + 1))
+            vertebrae[:, :, k] = (np.abs(xs - x0) <= half) & (ys <= y_front + 1)
+    cand &= ~vertebrae
     box = bounding_box(cand, pad=2)
     if box is None:
         return out
@@ -86,20 +100,30 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
     cand = np.zeros(lungs.shape, bool)
     cand[box] = sub
     big = masks.remove_small(cand, int(params["blood_min_ml"] / grid.coarse_voxel_ml))
-    # the pool (heart, ascending aorta) lies in the front half of the chest; a vertebral column whose thin
-    # cortex escaped the test above lies at the back
-    lab, n = masks.label(big)
-    lung_y = np.flatnonzero(lungs.any(axis=(0, 2)))
-    y_mid = lung_y[0] + 0.45 * (lung_y[-1] - lung_y[0])
-    keep = np.zeros(n + 1, bool)
-    for i, box in enumerate(ndi.find_objects(lab), start=1):
-        if box is not None:
-            keep[i] = np.argwhere(lab[box] == i)[:, 1].mean() + box[1].start > y_mid
-    big = keep[lab]
+    if not column_found:
+        # the pool (heart, ascending aorta) lies in the front half of the chest; a vertebral column whose thin
+        # cortex escaped the test above lies at the back
+        lab, n = masks.label(big)
+        lung_y = np.flatnonzero(lungs.any(axis=(0, 2)))
+        y_mid = lung_y[0] + 0.45 * (lung_y[-1] - lung_y[0])
+        keep = np.zeros(n + 1, bool)
+        for i, box in enumerate(ndi.find_objects(lab), start=1):
+            if box is not None:
+                keep[i] = np.argwhere(lab[box] == i)[:, 1].mean() + box[1].start > y_mid
+        big = keep[lab]
     if big.sum() * grid.coarse_voxel_ml < params["blood_pool_min_ml"]:
         return out
     # give back the rim the opening took, still clear of cortex
-    return big | (ndi.binary_dilation(big, iterations=2) & (sm > lo) & (sm < hi) & ~cortex & ~lungs)
+    pool = big | (ndi.binary_dilation(big, iterations=2) & ((sm > lo) & (sm < hi) | lumen) & ~cortex & ~lungs)
+    if column_found:  # on along the aorta and the great vessels past the lungs, clear of the column
+        reach = np.isfinite(spine_axis[:, 0])
+        free = ((sm > lo) & (sm < hi) | lumen) & body & ~cortex & ~lungs & ~vertebrae & reach[None, None, :]
+        pool = ndi.binary_propagation(pool & free, mask=free) | pool
+        # a few voxels on past thin calcium (a dissection's dotted flap, a calcified wall) into the blood beyond
+        past = ((sm > lo) & (sm < hi) | lumen) & body & ~(dense & ~lumen) & ~lungs & ~vertebrae
+        pool |= ndi.binary_dilation(pool, iterations=params["past_calcium_voxels"], mask=past)
+    # what the blood rings (the flap's calcium, the lumen inside it, valve calcium) is no bone
+    return masks.fill_holes_axial(pool) & body
 
 
 def soft_tissue(grid: Grid, params: dict, contrast: bool) -> np.ndarray:
@@ -135,6 +159,49 @@ def find_mediastinum(grid: Grid, lungs: np.ndarray, body: np.ndarray, bone: np.n
                                under_diaphragm, params)
     heart = find_heart(grid, st, space, aorta, esophagus, airway_zone, carina, params)
     return Mediastinum(space, heart, aorta, esophagus, contrast, blood_hu, notes)
+
+
+def heart_footprint(grid: Grid, heart: np.ndarray, lungs: np.ndarray, params: dict):
+    """``(foot, sheet)``: the (x, y) columns where a lung rests on the heart, not on the diaphragm (the heart's
+    columns, a little wider), and the columns left out of them where the heart mask is only a thin sheet
+    right under a lung, outside the heart's upper body -- there the mask spread over the liver dome (under
+    its fat pad), and the lung's floor is the diaphragm."""
+    has = heart.any(axis=2)
+    if not has.any():
+        return has, has
+    sz = grid.coarse_spacing[2]
+    nz = heart.shape[2]
+    sheet = int(round(params["heart_sheet_mm"] / sz))
+    top = nz - 1 - np.argmax(heart[:, :, ::-1], axis=2)
+    bottom = np.argmax(heart, axis=2)
+    thin = top - bottom + 1 < sheet
+    ks = np.arange(nz)[None, None, :]
+    lung_over = (lungs & (ks > top[:, :, None]) & (ks <= top[:, :, None] + sheet)).any(axis=2)
+    lowest = int(np.flatnonzero(heart.any(axis=(0, 1)))[0])
+    upper_body = heart[:, :, lowest + sheet:].any(axis=2)
+    sheet = has & thin & lung_over & ~upper_body
+    return ndi.binary_dilation(has & ~sheet, iterations=2), sheet
+
+
+def bridge_under_heart(height: np.ndarray, foot: np.ndarray) -> np.ndarray:
+    """The diaphragm under the heart no lower than the straight line joining its heights on either side of the
+    heart's columns, row by row from front to back (the central tendon spans the cardiophrenic angles; the
+    spread fill alone sags towards the low posterior recesses and lets the heart mask into the liver)."""
+    out = height.copy()
+    nx = height.shape[0]
+    for j in np.flatnonzero(foot.any(axis=0)):
+        col = foot[:, j]
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], col, [False])).astype(np.int8)))
+        for a, b in zip(edges[::2], edges[1::2]):  # foot columns a .. b-1 in this row
+            left = height[a - 1, j] if a > 0 else None
+            right = height[b, j] if b < nx else None
+            if left is None and right is None:
+                continue
+            left = right if left is None else left
+            right = left if right is None else right
+            line = np.linspace(left, right, b - a + 2)[1:-1]
+            out[a:b, j] = np.maximum(out[a:b, j], line)
+    return out
 
 
 def redo_heart(grid: Grid, med: Mediastinum, lungs, body, bone, spine_axis, carina, airway, under_diaphragm,
@@ -208,6 +275,9 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
     xs = np.arange(nx)[:, None]
     ys = np.arange(ny)[None, :]
     r_lo, r_hi = params["aorta_radius_mm"]
+    # the vertical tracks stop below the arch (the arch is traced as a path between their tops): followed
+    # upwards they run on into the supra-aortic branches and the neck veins
+    top_k = int(carina[2] + round(params["track_top_above_carina_mm"] / sz)) if carina is not None else None
     # descending aorta: left of and in front of the vertebral bodies, from mid-chest
     desc = []
     k0 = int(carina[2] - round(40.0 / sz)) if carina is not None else int(zs[len(zs) // 2])
@@ -216,8 +286,10 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
         if not np.isfinite(spine_axis[k, 0]):
             continue
         x0, y_front = spine_axis[k, 0], spine_axis[k, 1]
+        # beside the vertebral body, against its front: the left atrium further forward (as large and, with
+        # iodine, as dense) is no descending aorta
         window = ((xs - x0) * sx >= -60) & ((xs - x0) * sx <= 15) & ((ys - y_front) * sy >= -20) \
-            & ((ys - y_front) * sy <= 45)
+            & ((ys - y_front) * sy <= params["descending_max_ahead_mm"])
         hit = _circle_in(st[:, :, k], sp2, window & (space[:, :, k] | under_diaphragm[:, :, k]), r_lo, r_hi)
         if hit is not None and hit[0] < x0:
             desc = [(k, hit)]
@@ -225,7 +297,7 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
     tracks = []
     if desc:
         k, hit = desc[0]
-        up = _track(grid, st, k, hit, +1, hit[2], None, params)
+        up = _track(grid, st, k, hit, +1, hit[2], top_k, params)
         down = _track(grid, st, k, hit, -1, hit[2], None, params)
         tracks.append(down[::-1] + desc + up)
     else:
@@ -242,7 +314,7 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
                 & ((ys - cy) * sy <= 80)
             hit = _circle_in(st[:, :, k], sp2, window & space[:, :, k], params["ascending_min_radius_mm"], r_hi)
             if hit is not None:
-                up = _track(grid, st, k, hit, +1, hit[2], None, params)
+                up = _track(grid, st, k, hit, +1, hit[2], top_k, params)
                 down = _track(grid, st, k, hit, -1, hit[2], None, params)
                 asc = down[::-1] + [(k, hit)] + up
                 break

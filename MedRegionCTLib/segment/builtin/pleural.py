@@ -147,9 +147,8 @@ def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.n
 
 
 def sort_cavity(grid: Grid, lung: np.ndarray, cavity: np.ndarray, under: np.ndarray, contrast: bool,
-                params: dict, recess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(lung field, pleural fluid) of one side from its aerated lung and cavity; an effusion continues into
-    ``recess`` (the band just under the fitted dome) through fluid-range voxels."""
+                params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(lung field, pleural fluid) of one side from its aerated lung and cavity."""
     smooth = ndi.uniform_filter(grid.coarse, size=(3, 3, 1))
     free = cavity & ~lung
     fluid_lo, fluid_hi = params["fluid_hu"]
@@ -165,9 +164,6 @@ def sort_cavity(grid: Grid, lung: np.ndarray, cavity: np.ndarray, under: np.ndar
         solid[box] = ndi.binary_opening(soft[box], masks.ball(params["solid_open_mm"], grid.coarse_spacing))
         solid = masks.keep_touching(solid, near_lung)
     effusion = _effusion(grid, fluid, solid, lung, cavity, under, params)
-    if recess is not None and params["recess_band_mm"] > 0 and effusion.any() and recess.any():
-        more = recess & ~lung & (smooth >= fluid_lo) & (smooth <= fluid_hi)
-        effusion = masks.keep_touching(effusion | more, effusion)
     # fluid-range voxels enclosed by soft tissue (a necrotic core) belong to the lesion around them
     core = fluid & ~effusion
     if core.any() and solid.any():
@@ -289,17 +285,10 @@ def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.nda
     keep_out = organs | bone | blood
     if params["mediastinum_margin_mm"] >= 0:
         keep_out |= _central_mediastinum(grid, organs, _pillars(skeleton), axis, params)
-    # just under the fitted dome the recess may still hold fluid (the dome is carried over a recess it cannot
-    # see): fluid that continues from an effusion into that band is followed there
-    depth = np.count_nonzero(under, axis=2)[:, :, None]  # the dome's height per column (slices)
-    band = under & (np.arange(under.shape[2])[None, None, :] >= depth - params["recess_band_mm"] /
-                    grid.coarse_spacing[2])
-    cavity, field_, effusion, recess = {}, {}, {}, {}
+    cavity, field_, effusion = {}, {}, {}
     for side in ("left", "right"):
         lung = getattr(lungs, side)
-        whole = pleural_cavity(grid, lung, skeleton, side, body, keep_out, midline, params, blood)
-        cavity[side] = whole & ~under
-        recess[side] = whole & band
+        cavity[side] = pleural_cavity(grid, lung, skeleton, side, body, keep_out | under, midline, params, blood)
     # a voxel both cavities claim goes to the nearer lung
     both = cavity["left"] & cavity["right"]
     if both.any():
@@ -309,7 +298,7 @@ def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.nda
         cavity["right"] &= ~(both & (dl <= dr))
     for side in ("left", "right"):
         field_[side], effusion[side] = sort_cavity(grid, getattr(lungs, side), cavity[side], under, contrast,
-                                                   params, recess[side])
+                                                   params)
     for side in ("left", "right"):  # a side's fluid counts from effusion_side_min_ml in all
         if effusion[side].sum() * grid.coarse_voxel_ml < params["effusion_side_min_ml"]:
             effusion[side] = np.zeros(effusion[side].shape, bool)

@@ -17,12 +17,21 @@ from ...volume import LabelMap, Volume
 from . import masks
 from .airways import Airways, find_airways
 from .body import Body, find_body, split_arms
-from .bones import Skeleton, find_bone, spine_axis, spine_midline, split_skeleton
+from .bones import (
+    Skeleton,
+    canal_spine_axis,
+    column_mask,
+    find_bone,
+    spinal_canal,
+    spine_axis,
+    spine_midline,
+    split_skeleton,
+)
 from .diaphragm import below, diaphragm_height
 from .grid import Grid, bounding_box
 from .lobes import LobeModel, bases_model, fissure_model, zone_model
 from .lungs import Lungs, find_lungs
-from .mediastinum import Mediastinum, contrast_blood, find_mediastinum, redo_heart
+from .mediastinum import Mediastinum, bridge_under_heart, contrast_blood, find_mediastinum, heart_footprint, redo_heart
 from .neck_and_wall import abdominal_cavity, find_breasts, find_thyroid
 from .painting import Painter, paint_airways_and_bones, paint_body, paint_lungs
 from .pleural import PleuralSpace, pleural_spaces
@@ -154,13 +163,17 @@ class BuiltinSegmenter:
 
         steps.advance("bones")
         blood = empty
+        # the vertebral column from its canal (shape and place, whatever the blood's density)
+        canal = spinal_canal(grid, body.trunk, p["bones"])
+        axis = canal_spine_axis(grid, canal, body.trunk, p["bones"]) if np.isfinite(canal[:, 0]).any() else None
         if chest:  # iodine first: contrast-filled blood is as dense as bone marrow
-            first = find_bone(grid, body.trunk, empty, p["bones"])
-            blood = contrast_blood(grid, lungs.both, body.trunk, p["mediastinum"],
-                                   spine_axis(grid, first, body.trunk))
-            del first
-        bone = find_bone(grid, body.trunk | body.extremities, blood, p["bones"])
-        skeleton = split_skeleton(grid, bone, body.trunk, lungs.both, body.extremities, air.carina, p["bones"])
+            if axis is None:
+                axis = spine_axis(grid, find_bone(grid, body.trunk, empty, p["bones"]), body.trunk)
+            column = column_mask(grid, axis, p["bones"]) if np.isfinite(canal[:, 0]).any() else None
+            blood = contrast_blood(grid, lungs.both, body.trunk, p["mediastinum"], axis, column)
+        bone = find_bone(grid, body.trunk | body.extremities, blood, p["bones"], canal)
+        skeleton = split_skeleton(grid, bone, body.trunk, lungs.both, body.extremities, air.carina, p["bones"],
+                                  axis=axis)
         notes += skeleton.notes
 
         steps.advance("diaphragm and mediastinum")
@@ -175,8 +188,11 @@ class BuiltinSegmenter:
                                    air.tree, under, p["mediastinum"], blood)
         if med.heart.any() and height is not None:
             # the lung over the heart rests on the heart: fit the diaphragm again without those floors
-            foot = ndi.binary_dilation(med.heart.any(axis=2), iterations=2)
-            height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"], exclude_columns=foot)
+            foot, sheet = heart_footprint(grid, med.heart, lungs.both, p["mediastinum"])
+            height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"], exclude_columns=foot,
+                                      fat_pad_columns=sheet)
+            if height is not None:
+                height = bridge_under_heart(height, foot)
             under = below(height, grid.coarse_shape)
             med = redo_heart(grid, med, lungs.both, body.trunk, skeleton.bone, skeleton.spine_axis, air.carina,
                              air.tree, under, p["mediastinum"], fence=_heart_fence(med.heart))

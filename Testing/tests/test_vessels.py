@@ -1,0 +1,99 @@
+"""Vessel calibres on planes perpendicular to the centreline (measure.vessels): exact on analytic tubes, the
+plane follows the vessel, landmarks placed as TotalSegmentator's reports place them (and from the vessel's
+shape without their masks), and on the phantom within 1.5 mm of the true section of its tubes."""
+
+import numpy as np
+import pytest
+
+from MedRegionCTLib.measure import measure
+from MedRegionCTLib.measure.vessels import aorta_landmarks, cross_section, pulmonary_landmarks, vessel_centerline
+from MedRegionCTLib.phantom import make_phantom, section_diameters
+
+
+def tube_mask(shape, spacing, p0, p1, radius):
+    """A straight tube from p0 to p1 (mm) of ``radius`` on a grid (affine: diagonal spacing, origin 0)."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
+    d = np.asarray(p1, float) - np.asarray(p0, float)
+    t = np.clip(((idx - p0) @ d) / (d @ d), 0, 1)
+    dist = np.linalg.norm(idx - (np.asarray(p0) + t[..., None] * d), axis=-1)
+    return dist <= radius, np.diag(list(spacing) + [1.0])
+
+
+def test_section_of_a_straight_tube_is_its_diameter():
+    mask, affine = tube_mask((60, 60, 60), (1.0, 1.0, 1.0), (30, 30, 5), (30, 30, 55), 12.0)
+    s = cross_section(mask, affine, (30, 30, 30), (0, 0, 1))
+    assert s.diameter_mm == pytest.approx(24.0, abs=1.0)
+    assert s.diameter_pd_mm == pytest.approx(24.0, abs=1.0)
+    assert s.area_mm2 == pytest.approx(np.pi * 144, rel=0.05)
+    tilted = cross_section(mask, affine, (30, 30, 30), (0, np.sin(0.6), np.cos(0.6)))
+    assert tilted.diameter_mm > s.diameter_mm + 3  # an oblique plane overstates the calibre
+
+
+def test_centerline_follows_an_oblique_tube_and_its_plane_is_perpendicular():
+    mask, affine = tube_mask((70, 70, 80), (1.0, 1.0, 1.0), (15, 20, 5), (50, 45, 75), 9.0)
+    line, _ = vessel_centerline(mask, affine)
+    axis = np.array([35, 25, 70.0]) / np.linalg.norm([35, 25, 70.0])
+    mid = len(line) // 2
+    assert abs(line.tangents[mid] @ axis) > 0.99
+    s = cross_section(mask, affine, line.points[mid], line.tangents[mid])
+    assert s.diameter_mm == pytest.approx(18.0, abs=1.0)
+    # ordered from the anterior (proximal) end
+    assert line.points[0][1] > line.points[-1][1]
+
+
+def test_no_vessel_no_landmarks():
+    empty = np.zeros((20, 20, 20), bool)
+    line, landmarks, notes = aorta_landmarks(empty, np.eye(4))
+    assert line is None and landmarks == {} and notes
+    line, landmarks, notes = pulmonary_landmarks(empty, np.eye(4))
+    assert line is None and landmarks == {} and notes
+
+
+@pytest.fixture(scope="module")
+def phantom_none():
+    ph = make_phantom("small", seed=0, findings="none", truth_points=2**12)
+    return ph, measure(ph.volume, ph.labels, lesions=False, regions=False)
+
+
+def test_landmarks_on_the_phantom_are_its_true_sections(phantom_none):
+    ph, result = phantom_none
+    c = result.clinical
+    landmarks = c["aorta_landmarks"]["landmarks"]
+    # the truth labels carry the branch and vertebra masks: the landmarks are placed as TotalSegmentator does
+    assert landmarks["distal_ascending_aorta"]["placed_by"] == "brachiocephalic trunk origin"
+    assert landmarks["proximal_descending_aorta"]["placed_by"] == "left subclavian artery origin"
+    assert landmarks["descending_aorta_t12"]["placed_by"] == "T12 vertebra"
+    for key in ("sinotubular_junction", "mid_ascending_aorta", "distal_ascending_aorta",
+                "proximal_descending_aorta", "mid_descending_aorta"):
+        lm = landmarks[key]
+        true_max, _ = section_diameters(ph.truth["vessels"]["aorta"], lm["point_ras"], lm["normal_ras"])
+        assert lm["diameter_mm"] == pytest.approx(true_max, abs=1.5), key
+    pa = c["pulmonary_artery_landmarks"]["landmarks"]["main_pulmonary_artery"]
+    true_max, _ = section_diameters(ph.truth["vessels"]["pulmonary_artery"], pa["point_ras"], pa["normal_ras"])
+    assert pa["diameter_mm"] == pytest.approx(true_max, abs=1.5)
+    assert c["main_pulmonary_artery_diameter_mm"]["value"] == pytest.approx(26.0, abs=1.5)
+    # the ascending aorta is judged from the sinotubular junction up, never on the root in the heart
+    asc = c["ascending_aorta_diameter_mm"]
+    assert asc["landmark"] in ("sinotubular_junction", "mid_ascending_aorta", "distal_ascending_aorta")
+    assert asc["value"] == pytest.approx(32.0, abs=1.5) and asc["abnormal"] is False
+    assert c["descending_aorta_diameter_mm"]["abnormal"] is False
+
+
+def test_landmarks_from_the_shape_alone(phantom_none):
+    """Without the branch, junction and vertebra masks the landmarks come from the aorta's shape and say so."""
+    ph, _ = phantom_none
+    aorta = ph.labels.array == ph.labels.index_of("aorta")
+    line, landmarks, _ = aorta_landmarks(aorta, ph.labels.affine, {}, ph.volume.array)
+    assert {"sinotubular_junction", "mid_ascending_aorta", "distal_ascending_aorta", "mid_aortic_arch",
+            "proximal_descending_aorta", "mid_descending_aorta"} <= set(landmarks)
+    assert "shape" in landmarks["distal_ascending_aorta"].placed_by
+    # the ascending landmarks lie before the arch's top, the descending ones after it, in that order
+    order = [landmarks[k].index for k in ("sinotubular_junction", "mid_ascending_aorta", "distal_ascending_aorta",
+                                          "mid_aortic_arch", "proximal_descending_aorta", "mid_descending_aorta")]
+    assert order == sorted(order)
+    top = int(np.argmax(line.points[:, 2]))
+    assert landmarks["distal_ascending_aorta"].index <= top <= landmarks["proximal_descending_aorta"].index
+    for key in ("mid_ascending_aorta", "mid_descending_aorta"):
+        s = landmarks[key].section
+        true_max, _ = section_diameters(ph.truth["vessels"]["aorta"], s.point, s.normal)
+        assert s.diameter_mm == pytest.approx(true_max, abs=1.5), key
