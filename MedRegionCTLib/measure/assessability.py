@@ -133,10 +133,11 @@ def quality_checks(arr: np.ndarray, hu: np.ndarray, index_of: dict, affine, voxe
                                   "value": {s: round(c, 1) for s, c in centres.items()}, "reason": reason}
     unexplained = _unexplained(hu, side_masks, lesions, lesion_masks, min_confidence, voxel_ml, p)
     over = [s for s in SIDES if unexplained[s] > p["max_unexplained_ml"]]
+    side_reasons = {s: f"{unexplained[s]:.0f} mL of non-aerated tissue in the {s} lung field is not characterised "
+                       "by any reported finding" for s in over}
     checks["soft_tissue_explained"] = {
         "passed": not over, "value": {s: round(v, 1) for s, v in unexplained.items()}, "sides": over,
-        "reason": "; ".join(f"{unexplained[s]:.0f} mL of non-aerated tissue in the {s} lung field is not "
-                            "characterised by any reported finding" for s in over)}
+        "reason": "; ".join(side_reasons.values()), "side_reasons": side_reasons}
     return checks
 
 
@@ -169,8 +170,9 @@ def assessable(meta: dict, side: str) -> tuple[bool, str]:
         return False, "its coverage was not measured"
     if not cover.get("complete"):
         return False, cover.get("reason") or "it is not wholly in the field of view"
-    failed = [c.get("reason") or name for name, c in checks.items() if not c.get("passed", True)
-              and ("sides" not in c or side in c["sides"])]
+    # a check failed on some sides only gives this side's own reason
+    failed = [(c.get("side_reasons") or {}).get(side) or c.get("reason") or name for name, c in checks.items()
+              if not c.get("passed", True) and ("sides" not in c or side in c["sides"])]
     if failed:
         return False, "; ".join(failed)
     return True, ""

@@ -155,3 +155,27 @@ def _compact(pieces, spacing, p: dict, voxel_ml: float, cancel=None):
                             for a, o, s in zip(at, obox, sl, strict=True))
                 todo.append((comps[sl] == i, sub, level + 1))
 
+
+
+def continues_up_and_down(lesion: Lesion, hu: np.ndarray, lung: np.ndarray, affine, si_axis: int, probe_mm: float,
+                          share: float = 0.5) -> bool:
+    """Whether soft tissue outside the lung field goes on above and below the lesion, over at least ``share`` of
+    its axial footprint, ``probe_mm`` beyond its top and its bottom: a vein or artery running through the edge
+    of the lung field (the superior vena cava beside the right lung), not a lesion of the lung."""
+    spacing = _spacing(affine)
+    step = max(1, int(round(probe_mm / spacing[si_axis])))
+    foot = lesion.mask.any(axis=si_axis)
+    if foot.sum() < 4:
+        return False
+    lo, hi = lesion.crop[si_axis].start - step, lesion.crop[si_axis].stop - 1 + step
+    if lo < 0 or hi >= hu.shape[si_axis]:
+        return False
+    for k in (lo, hi):
+        box = list(lesion.crop)
+        box[si_axis] = k
+        values = np.asarray(hu[tuple(box)], dtype=np.float32)[foot]
+        outside = ~np.asarray(lung[tuple(box)])[foot]
+        soft = (values > -30) & (values < 250) & outside
+        if soft.mean() < share:
+            return False
+    return True

@@ -23,7 +23,7 @@ from .lesions import (
     find_nodules,
     find_pleural_effusions,
 )
-from .masses import contact_share, find_masses, touching
+from .masses import contact_share, continues_up_and_down, find_masses, touching
 from .pleural_fluid import effusions_from_label
 from .position import Frame, describe_position, lobe_of
 from .sentences import clinical_sentences, lesion_sentence, structure_sentence
@@ -426,7 +426,9 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         # candidate of the nodule search touching the mediastinal vessels keeps a low confidence and is not
         # reported (the mass search has its own rules for the hilum and the mediastinum, below).
         a["distance_to_hilar_vessels_mm"] = distance_to(les, hilar, affine)
-        near_vessels = a["distance_to_hilar_vessels_mm"] <= params["hilar_distance_mm"]
+        # (on a coarse grid the vessels' masks are coarse too: the reach is at least hilar_distance_voxels)
+        near_vessels = a["distance_to_hilar_vessels_mm"] <= max(params["hilar_distance_mm"], params[
+            "hilar_distance_voxels"] * float(np.max(axes.spacing)))
         if near_vessels and (search == "nodule search" or a["max_diameter_mm"] < mass_min):
             les.confidence = round(les.confidence * 0.4, 3)
         # The pulmonary arteries and veins at the lung root are as thick as a small mass and, without contrast,
@@ -446,7 +448,15 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         # a piece much taller than it is wide, near the midline, is one of them
         vertical = off_midline < mp["vertical_vessel_reach_mm"] and a["extent_mm"][2] >= mp[
             "vertical_vessel_ratio"] * max(a.get("axial_long_axis_mm") or 0.0, 1e-6)
-        if hilar_lump or central or cardiac or vertical:
+        # a small lump at the lung's medial edge next to unlabelled soft tissue is a mediastinal vessel or node
+        # (the great veins are not labelled); subpleural nodules against the ribs lie farther out
+        medial_edge = a["max_diameter_mm"] < mass_min and off_midline < mp[
+            "mediastinal_mass_min_mm"] and bool(a["touches"])
+        # the great veins run up and down through the lung field's edge: soft tissue above and below the
+        # candidate, outside the lung, where a lung lesion has lung (or the diaphragm under it only)
+        tube = off_midline < mp["vertical_vessel_reach_mm"] and continues_up_and_down(
+            les, hu, lung, affine, si, mp["vertical_vessel_probe_mm"])
+        if hilar_lump or central or cardiac or vertical or medial_edge or tube:
             les.confidence = round(les.confidence * 0.4, 3)
         if les.confidence < params["min_report_confidence"]:
             out.meta.setdefault("unreported_candidates", []).append(

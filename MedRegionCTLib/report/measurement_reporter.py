@@ -727,6 +727,7 @@ def _trachea(w: _Writer, ph: dict, key: str):
     if value is None or structure is None:
         return
     side = structure.get("side")
+    # a displaced trachea gets its own sentence (below); the calibre sentence then leaves the position out
     position = ph["positions"]["midline" if side == "midline" else "other"]
     masks, path = ["structure:trachea"], ["clinical/trachea_diameter_mm", "structures/trachea/side"]
     sagittal = _f(m.get("sagittal_diameter_mm"))

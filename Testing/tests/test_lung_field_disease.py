@@ -153,6 +153,18 @@ def test_coverage_reads_the_scan_edges_in_patient_axes():
     assert coverage(arr, index, up, si_axis=2)["right"]["cut_in_plane"]
 
 
+def test_a_check_failed_on_one_side_gives_that_side_its_own_reason():
+    """Unexplained tissue on both sides: each side's limitation names its own side's tissue, not the other's."""
+    both = {"passed": False, "sides": ["right", "left"], "reason": "39 mL right; 51 mL left",
+            "side_reasons": {"right": "39 mL right", "left": "51 mL left"}}
+    meta = {"coverage": {s: {"complete": True} for s in ("right", "left")},
+            "quality_checks": {"soft_tissue_explained": both}}
+    assert assessable(meta, "right") == (False, "39 mL right")
+    assert assessable(meta, "left") == (False, "51 mL left")
+    meta["quality_checks"]["soft_tissue_explained"] = dict(both, sides=["left"])
+    assert assessable(meta, "right")[0] and not assessable(meta, "left")[0]
+
+
 @pytest.mark.parametrize("spec, message", [
     ("mass:RLL:50:pericardium", "unknown option 'pericardium'"),
     ("nodule:RUL:12:chest_wall", "places and spicules are for masses"),

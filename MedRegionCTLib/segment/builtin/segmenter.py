@@ -201,8 +201,11 @@ class BuiltinSegmenter:
             under = below(height, grid.coarse_shape)
         notes += med.notes
         med.heart = heart_body(grid, med.heart, p["mediastinum"])
+        if chest and float(grid.spacing[:2].max()) > p["pleural_space"]["max_in_plane_mm"]:
+            notes.append(f"pixels of {float(grid.spacing[:2].max()):.1f} mm: the lung field is the aerated lung "
+                         "only (no pleural cavity is rebuilt on so coarse a grid)")
         pleural = None
-        if chest:
+        if chest and float(grid.spacing[:2].max()) <= p["pleural_space"]["max_in_plane_mm"]:
             organs = med.heart | med.aorta | med.esophagus | ndi.binary_dilation(air.tree, iterations=1)
             pleural = pleural_spaces(grid, lungs, skeleton, body.trunk, organs, under, med.contrast, blood,
                                      p["pleural_space"])
