@@ -23,6 +23,7 @@ class Skeleton:
     spine_axis: np.ndarray | None = None  # per coarse slice (x, y_front, y_back) of the vertebral column, NaN if absent
     levels: str = ""                      # how vertebral levels were anchored
     notes: list = field(default_factory=list)
+    canal: np.ndarray | None = None       # per coarse slice (x, y) of the spinal canal's centre, NaN if not found
 
     def part(self, name: str) -> np.ndarray:
         return self.parts == (self.names.index(name) + 1) if name in self.names else np.zeros(self.parts.shape, bool)
@@ -94,7 +95,8 @@ def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict,
 
 
 def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.ndarray, extremities: np.ndarray,
-                   carina, params: dict, axis: np.ndarray | None = None) -> Skeleton:
+                   carina, params: dict, axis: np.ndarray | None = None,
+                   canal: np.ndarray | None = None) -> Skeleton:
     names: list[str] = []
     parts = np.zeros(bone.shape, np.int16)
 
@@ -127,6 +129,8 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
             x0, y_front, y_back = axis[k]
             zone = (np.abs(xs - x0) <= half_w) & (ys <= y_front + 5.0 / sy) & (ys >= y_back - 10.0 / sy)
             spine[:, :, k] = b & zone
+            if canal is not None and np.isfinite(canal[k, 0]):
+                spine[:, :, k] = _ringing_the_canal(spine[:, :, k], canal[k], (sx, sy), params)
             mid = x0
         front = (np.abs(xs - mid) <= params["sternum_half_width_mm"] / sx) & (ys > y_mid)
         sternum[:, :, k] = b & front & ~spine[:, :, k]
@@ -139,6 +143,11 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
     arm = rest & ndi.binary_dilation(extremities, iterations=2)
     ribs = rest & near_lung & ~arm
     other = rest & ~ribs & ~arm
+    # below the lungs (and beside a tumour or fluid) a rib is far from any lung: what is not outside the cage
+    # of ribs is rib
+    girdle, cage_ribs = _outside_the_cage(grid, other, rest & ~arm, body, axis, params)
+    ribs |= cage_ribs
+    other = girdle
     if carina is not None and other.any():
         # the scapula ends above the 8th rib; bone far from the lung lower down is rib over pleural fluid
         k_low = int(carina[2] - round(params["scapula_lowest_below_carina_mm"] / sz))
@@ -149,17 +158,28 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
                 piece[box] = lab[box] == i
                 ribs |= piece
                 other &= ~piece
-    rib_pieces = list(_rib_pieces(ribs, axis))
-    levels, how = _vertebral_levels(grid, axis, carina, [p[2] for p in rib_pieces], spine)
+    rib_pieces = list(_rib_pieces(ribs, axis, params["spine_half_width_mm"] / sx, params["rib_min_reach_mm"] / sx))
+    heads = [p[2] for p in rib_pieces if p[3]]
+    levels, how = _vertebral_levels(grid, axis, carina, heads, spine, float(lungs.sum()) * grid.coarse_voxel_ml,
+                                    rib_pieces, params)
+    # no shoulder girdle below the 9th thoracic level (the scapula's lowest angle lies at T7-T8) nor a clavicle
+    # below the 4th: bone outside the cage lower down is rib (a costal cartilage ahead of another)
+    girdle_floor = {name: _level_bottom(levels, level) for name, level in (("scapula", "T9"), ("clavicula", "T4"))}
+    girdle_names = list(_girdle(grid, other | arm, body, axis, arm, carina, girdle_floor, params))
+    for name, m in girdle_names:
+        if name == "rib":
+            rib_pieces += list(_rib_pieces(m, axis, params["spine_half_width_mm"] / sx,
+                                           params["rib_min_reach_mm"] / sx))
     for name, m in _label_vertebrae(spine, levels):
         put(f"vertebrae_{name}", m)
     put("sternum", sternum)
-    for side, m, head_k in rib_pieces:
+    for side, m, head_k, _ in rib_pieces:
         number = _rib_number(head_k, levels)
         if number is not None:
             put(f"rib_{side}_{number}", m)
-    for name, m in _girdle(grid, other | arm, body, lungs, arm):
-        put(name, m)
+    for name, m in girdle_names:
+        if name != "rib":
+            put(name, m)
     if not levels and (spine.any() or ribs.any()):
         notes.append("vertebral levels could not be anchored (no carina, no first or last rib with room "
                      "around it): vertebrae and ribs left unlabelled")
@@ -173,7 +193,7 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
             parts[leftover] = fill[leftover]
         else:
             notes.append("bones found but not told apart")
-    return Skeleton(bone, parts, names, axis, how, notes)
+    return Skeleton(bone, parts, names, axis, how, notes, canal)
 
 
 def spine_midline(grid: Grid, body: np.ndarray, params: dict) -> float | None:
@@ -243,6 +263,7 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
     lo_a, hi_a = params["canal_area_mm2"]
     lo_hu, hi_hu = params["canal_hu"]
     found = {}
+    open_rings = {}
     for k in range(nz):
         centre = _body_center(body[:, :, k])
         if centre is None:
@@ -265,8 +286,6 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
         edge &= body[win]
         holes = ndi.binary_fill_holes(bright | edge) & ~bright & ~edge & body[win]
         lab, n = ndi.label(holes)
-        if n == 0:
-            continue
         best = None
         for i, box in enumerate(ndi.find_objects(lab), start=1):
             piece = lab[box] == i
@@ -289,12 +308,46 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
                 best = (c[0], c[1], closed)  # ringed by bone all round, and behind the vertebral body
         if best is not None:
             found[k] = np.array(best[:2])
-    if len(found) < 3:
+        else:
+            open_rings[k] = (win, bright, xa, mid, y_mid)
+    body_k = np.flatnonzero(body.any(axis=(0, 1)))
+    # a short slab holds less column: most of it will do
+    needed = min(params["canal_min_length_mm"], 0.75 * (body_k[-1] - body_k[0]) * sz) if body_k.size else np.inf
+    chain = _canal_chain(found, (sx, sy, sz), needed, params)
+    if chain is None and open_rings:
+        # thick slices blur the thin laminae: where the closed rings make no column, a ring open at the back
+        # but still mostly bone round it marks the canal too
+        for k, (win, bright, xa, mid, y_mid) in open_rings.items():
+            best = _canal_by_rays(sm[win], bright, body[win], (sx, sy), xa, mid, y_mid, params)
+            if best is not None:
+                found[k] = np.array(best[:2])
+        chain = _canal_chain(found, (sx, sy, sz), needed, params)
+    if chain is None:
         return out
+    ks, pts, best = chain
+    kk = ks[best]
+    span = np.arange(kk[0], kk[-1] + 1)
+    for c in range(2):
+        out[span, c] = np.interp(span, kk, pts[best, c])
+    # a little way on past the last hole found, where the body goes on (the column runs on straight)
+    reach = int(round(params["canal_extend_mm"] / sz))
+    for end, direction in ((kk[0], -1), (kk[-1], +1)):
+        for k in range(end + direction, end + direction * (reach + 1), direction):
+            if not 0 <= k < nz or _body_center(body[:, :, k]) is None:
+                break
+            out[k] = out[end]
+    return out
+
+
+def _canal_chain(found: dict, spacing, needed_mm: float, params: dict):
+    """The longest chain of canal centres (slice -> (x, y)) that moves smoothly from slice to slice (a stray
+    hole starts a chain of its own and does not break the column's), if it spans ``needed_mm``: (slices,
+    centres, indices of the chain), else None."""
+    if len(found) < 3:
+        return None
+    sx, sy, sz = spacing
     ks = np.array(sorted(found))
     pts = np.array([found[k] for k in ks])
-    # the longest chain whose centre moves smoothly from slice to slice (a stray hole starts a chain of its
-    # own and does not break the column's)
     step = params["canal_step_mm"]
     chains: list[list[int]] = []
     for a in range(len(ks)):
@@ -309,20 +362,48 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
         else:
             chains.append([a])
     best = max(chains, key=lambda c: (len(c), ks[c[-1]] - ks[c[0]]))
-    if (ks[best[-1]] - ks[best[0]]) * sz < params["canal_min_length_mm"]:
-        return out
-    kk = ks[best]
-    span = np.arange(kk[0], kk[-1] + 1)
-    for c in range(2):
-        out[span, c] = np.interp(span, kk, pts[best, c])
-    # a little way on past the last hole found, where the body goes on (the column runs on straight)
-    reach = int(round(params["canal_extend_mm"] / sz))
-    for end, direction in ((kk[0], -1), (kk[-1], +1)):
-        for k in range(end + direction, end + direction * (reach + 1), direction):
-            if not 0 <= k < nz or _body_center(body[:, :, k]) is None:
-                break
-            out[k] = out[end]
-    return out
+    if (ks[best[-1]] - ks[best[0]]) * sz < needed_mm:
+        return None
+    return ks, pts, best
+
+
+def _canal_by_rays(sm: np.ndarray, bright: np.ndarray, body: np.ndarray, spacing, xa: int, mid: float,
+                   y_mid: float, params: dict):
+    """The spinal canal on one slice where its bony ring is not closed (partial volume of thick slices): pixels
+    of the canal's density from which most rays (``canal_rays_hit`` of 16) meet bone within ``canal_ray_mm``;
+    the piece of a canal's size nearest the midline at the back. Returns (x, y, enclosure) or None."""
+    sx, sy = spacing
+    lo_hu, hi_hu = params["canal_hu"]
+    cand = (sm >= lo_hu) & (sm <= hi_hu) & ~bright & body
+    if not cand.any():
+        return None
+    hits = np.zeros(sm.shape, np.int16)
+    reach = params["canal_ray_mm"]
+    for a in np.arange(16) * (np.pi / 8):
+        dx, dy = np.cos(a) / sx, np.sin(a) / sy
+        step = 1.0 / max(abs(dx), abs(dy))  # one pixel at a time along the longer axis
+        seen = np.zeros(sm.shape, bool)
+        for t in np.arange(step, reach + 1e-6, step):
+            ox, oy = int(round(t * dx)), int(round(t * dy))
+            src = bright[max(ox, 0):bright.shape[0] + min(ox, 0), max(oy, 0):bright.shape[1] + min(oy, 0)]
+            seen[max(-ox, 0):bright.shape[0] - max(ox, 0), max(-oy, 0):bright.shape[1] - max(oy, 0)] |= src
+        hits += seen
+    enclosed = cand & (hits >= params["canal_rays_hit"])
+    lab, n = ndi.label(enclosed)
+    lo_a, hi_a = params["canal_area_mm2"]
+    best = None
+    for i, box in enumerate(ndi.find_objects(lab), start=1):
+        piece = lab[box] == i
+        area = piece.sum() * sx * sy
+        if not lo_a <= area <= hi_a:
+            continue
+        c = np.argwhere(piece).mean(axis=0) + [box[0].start + xa, box[1].start]
+        if abs(c[0] - mid) * sx > params["canal_off_midline_mm"] or c[1] > y_mid:
+            continue
+        score = float(hits[box][piece].mean()) / 16.0
+        if best is None or abs(c[0] - mid) < abs(best[0] - mid):
+            best = (c[0], c[1], score)
+    return best
 
 
 def canal_spine_axis(grid: Grid, canal: np.ndarray, body: np.ndarray, params: dict) -> np.ndarray:
@@ -396,6 +477,22 @@ def column_mask(grid: Grid, axis: np.ndarray, params: dict) -> np.ndarray:
     return ndi.binary_dilation(out)
 
 
+def _ringing_the_canal(spine: np.ndarray, canal_k, spacing, params: dict) -> np.ndarray:
+    """The pieces of one slice's column box that belong to the vertebra: those reaching within
+    ``spine_piece_from_canal_mm`` of the canal's centre (body, pedicles, arch and the processes joined to them).
+    A rib's head apart from it, a calcified aorta or a lump of contrast in front of it is left to the rest."""
+    lab, n = ndi.label(spine)
+    if n == 0:
+        return spine
+    xs = (np.arange(spine.shape[0]) - canal_k[0]) * spacing[0]
+    ys = (np.arange(spine.shape[1]) - canal_k[1]) * spacing[1]
+    dist = np.hypot(xs[:, None], ys[None, :])
+    near = np.asarray(ndi.minimum(dist, lab, index=np.arange(1, n + 1)))
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = near <= params["spine_piece_from_canal_mm"]
+    return keep[lab]
+
+
 def _anterior_to_lungs(sternum: np.ndarray, lungs: np.ndarray) -> np.ndarray:
     keep = np.zeros_like(sternum)
     for k in np.flatnonzero(sternum.any(axis=(0, 1))):
@@ -452,24 +549,34 @@ def params_level_height_mm() -> tuple[float, float]:
     return 18.0, 32.0
 
 
-def _vertebral_levels(grid: Grid, axis, carina, rib_heads, spine):
+def _vertebral_levels(grid: Grid, axis, carina, rib_heads, spine, lung_ml: float = 0.0, rib_pieces=(),
+                      params: dict | None = None):
     """(name, k_lo, k_hi) per vertebra, numbered from an anchor: the carina at the T4/T5 disc, else the last
-    rib's head at T12, else the first rib's head at T1 (each only with room around it in the field of view)."""
+    rib's head at T12, else the first rib's head at T1 (each only with room around it in the field of view).
+    Else, in a cage of ribs (``cage_min_ribs`` pieces a side) with next to no lung (under
+    ``below_lungs_max_ml``: the slab lies below the lung bases, where only the 11th and 12th ribs meet the
+    column, a level above or below T12 at most): the lowest rib head at T12, or without a head in view the
+    middle of the column in view."""
     discs, pitch = _discs(grid, axis)
-    nz = axis.shape[0]
     good = np.flatnonzero(np.isfinite(axis[:, 0]))
     if good.size == 0 or not spine.any():
         return [], ""
     lo_k, hi_k = int(good[0]), int(good[-1])
+    p = params or {}
+    ribs_a_side = min(sum(r[0] == side for r in rib_pieces) for side in ("left", "right")) if rib_pieces else 0
+    below_lungs = lung_ml < p.get("below_lungs_max_ml", 0.0) and ribs_a_side >= p.get("cage_min_ribs", 99)
     anchor = None
     if carina is not None:
         anchor, below, how = float(carina[2]), "T5", "carina at the T4/T5 disc"
-    elif rib_heads:
-        low, high = min(rib_heads), max(rib_heads)
-        if low - lo_k >= pitch:
-            anchor, below, how = low - 0.5 * pitch, "L1", "lowest rib at T12"
-        elif hi_k - high >= pitch:
-            anchor, below, how = high + 0.5 * pitch, "T1", "highest rib at T1"
+    elif rib_heads and min(rib_heads) - lo_k >= pitch:
+        anchor, below, how = min(rib_heads) - 0.5 * pitch, "L1", "lowest rib at T12"
+    elif rib_heads and hi_k - max(rib_heads) >= pitch and not below_lungs:
+        anchor, below, how = max(rib_heads) + 0.5 * pitch, "T1", "highest rib at T1"
+    elif below_lungs and rib_heads:
+        anchor, below, how = min(rib_heads) - 0.5 * pitch, "L1", "lowest rib head below the lungs at T12"
+    elif below_lungs:
+        anchor, below, how = (lo_k + hi_k) / 2.0 - 0.5 * pitch, "L1", \
+            "below the lungs in a cage of ribs: the column in view centred on T12 (within a level)"
     if anchor is None:
         return [], ""
     if discs:
@@ -493,8 +600,20 @@ def _vertebral_levels(grid: Grid, axis, carina, rib_heads, spine):
     for n in sorted(planes):
         if n + 1 in planes and 0 <= first + n < len(VERTEBRAE):
             levels.append((VERTEBRAE[first + n], planes[n + 1], planes[n]))
-    del nz
     return levels, how
+
+
+def _level_bottom(levels, name: str) -> float | None:
+    """The coarse slice of the lower end plane of vertebra ``name``, counted on from the levels in view when it
+    lies beyond them (None without levels)."""
+    if not levels:
+        return None
+    for n, lo, _ in levels:
+        if n == name:
+            return float(lo)
+    ends = [(VERTEBRAE.index(n), lo, hi) for n, lo, hi in (levels[0], levels[-1])]  # count on from the nearer end
+    i, lo, hi = min(ends, key=lambda e: abs(e[0] - VERTEBRAE.index(name)))
+    return float(lo + (i - VERTEBRAE.index(name)) * (hi - lo))
 
 
 def _label_vertebrae(spine: np.ndarray, levels):
@@ -509,8 +628,11 @@ def _label_vertebrae(spine: np.ndarray, levels):
             yield name, m
 
 
-def _rib_pieces(ribs: np.ndarray, axis):
-    """(side, mask, head slice) per rib component; the head is its point nearest the column's axis."""
+def _rib_pieces(ribs: np.ndarray, axis, half_width: float, reach: float = 0.0):
+    """(side, mask, head slice, at the column) per rib component; the head is its point nearest the column's
+    axis, at the column when it lies against the side of the spine's box (``half_width`` coarse voxels either
+    side of the axis) and the piece reaches ``reach`` coarse voxels out: a rib cut by the field of view or by
+    the slab's ends shows no head."""
     lab, n = masks.label(ribs, connectivity=3)
     if n == 0:
         return
@@ -524,10 +646,17 @@ def _rib_pieces(ribs: np.ndarray, axis):
         pts = np.argwhere(comp) + [b.start for b in box]
         mid = np.where(np.isfinite(mids[pts[:, 2]]), mids[np.clip(pts[:, 2], 0, nz - 1)], fallback)
         side = "left" if np.median(pts[:, 0] - mid) < 0 else "right"  # canonical RAS: left = smaller x
-        head = pts[np.argmin(np.abs(pts[:, 0] - mid) + 0.5 * (pts[:, 1] - pts[:, 1].min()))]
+        j = np.argmin(np.abs(pts[:, 0] - mid) + 0.5 * (pts[:, 1] - pts[:, 1].min()))
+        head = pts[j]
+        k = int(head[2])
+        # a rib's head lies beside the column (its part inside the spine's box is labelled with the spine); a
+        # rib runs on far out to the side: a lumbar transverse process or a calcified aorta does not
+        off = np.abs(pts[:, 0] - mid)
+        at_column = bool(np.isfinite(axis[k, 0]) and 0.5 * half_width <= abs(head[0] - axis[k, 0]) <= half_width + 3
+                         and head[1] <= axis[k, 1] + 3 and off.max() >= reach)
         m = np.zeros(ribs.shape, bool)
         m[box] = comp
-        yield side, m, int(head[2])
+        yield side, m, k, at_column
 
 
 def _rib_number(head_k: int, levels) -> int | None:
@@ -543,27 +672,206 @@ def _rib_number(head_k: int, levels) -> int | None:
     return best[1] if best[0] <= 1.5 * (thoracic[0][2] - thoracic[0][1]) else None
 
 
-def _girdle(grid: Grid, other: np.ndarray, body: np.ndarray, lungs: np.ndarray, arm: np.ndarray):
-    """Bone outside the rib cage: humerus in the arms, clavicle in front and above, scapula behind."""
+def _cage_centre(body_slice: np.ndarray, axis_k) -> tuple[float, float] | None:
+    """Centre of the rib cage on one slice: the column's x where it is placed, the body's middle front to back."""
+    c = _body_center(body_slice)
+    if c is None:
+        return None
+    return (float(axis_k[0]) if np.isfinite(axis_k[0]) else c[0]), c[1]
+
+
+def _outside_the_cage(grid: Grid, bone: np.ndarray, cage: np.ndarray, body: np.ndarray, axis, params: dict):
+    """Split the pieces of ``bone`` into those outside the rib cage (shoulder girdle, arms) and ribs, by anatomy:
+    seen from the cage's centre, the ribs are the innermost bone of the body's wall (``cage``: all bone but the
+    column, the sternum and the arms, within ``cage_wall_mm`` of the skin) in each direction; the scapula, the
+    clavicle and the humerus lie outside a rib, with muscle between (``cage_gap_mm``). Directions are pooled
+    over a few degrees and slices, so a rib crossing the slice nearby counts. A piece is outside when most of
+    it is."""
+    sx, sy, sz = grid.coarse_spacing
+    nbins = 72
+    spread = 2  # bins (5 degrees each) either side
+    w = max(1, int(round(params["cage_slab_mm"] / sz)))
+    nz = bone.shape[2]
+    outside = np.zeros(bone.shape, bool)
+    per_slice = {}
+    for k in np.flatnonzero(bone.any(axis=(0, 1))):
+        centre = _cage_centre(body[:, :, k], axis[k])
+        if centre is None:
+            continue
+        per_slice[k] = centre
+    # the cage is the body's wall: bone deep inside it (contrast in the bowel, a calcified aorta, a gallstone)
+    # is not what a rib lies under
+    wall = np.zeros(cage.shape, bool)
+    for k in np.flatnonzero(cage.any(axis=(0, 1))):
+        depth = ndi.distance_transform_edt(body[:, :, k], sampling=(sx, sy))
+        wall[:, :, k] = cage[:, :, k] & (depth <= params["cage_wall_mm"])
+    for k, centre in per_slice.items():
+        inner = np.full(nbins, np.inf)
+        for j in range(max(0, k - w), min(nz, k + w + 1)):
+            pts = np.argwhere(wall[:, :, j])
+            if pts.size == 0:
+                continue
+            dx, dy = (pts[:, 0] - centre[0]) * sx, (pts[:, 1] - centre[1]) * sy
+            b = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * nbins).astype(int) % nbins
+            np.minimum.at(inner, b, np.hypot(dx, dy))
+        pooled = np.min([np.roll(inner, d) for d in range(-spread, spread + 1)], axis=0)
+        pts = np.argwhere(bone[:, :, k])
+        if pts.size == 0:
+            continue
+        dx, dy = (pts[:, 0] - centre[0]) * sx, (pts[:, 1] - centre[1]) * sy
+        b = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * nbins).astype(int) % nbins
+        far = np.hypot(dx, dy) > pooled[b] + params["cage_gap_mm"]
+        outside[pts[far, 0], pts[far, 1], k] = True
+    girdle = np.zeros(bone.shape, bool)
+    lab, n = masks.label(bone, connectivity=3)
+    if n:
+        share = np.asarray(ndi.mean(outside, lab, index=np.arange(1, n + 1)))
+        keep = np.zeros(n + 1, bool)
+        keep[1:] = share > 0.5
+        girdle = keep[lab]
+    return girdle, bone & ~girdle
+
+
+def _girdle(grid: Grid, other: np.ndarray, body: np.ndarray, axis, arm: np.ndarray, carina, floor: dict,
+            params: dict):
+    """Bone outside the rib cage named by anatomy: the humerus in the arm or beside the cage, the clavicle in
+    front (above the carina, or the T4 level), the scapula behind (above ``scapula_lowest_below_carina_mm``
+    below the carina, or the T9 level). ``floor``: the lowest coarse slice each may reach where the vertebral
+    levels are known. What fits none of them (a costal cartilage ahead of another, low in the cage) is named
+    "rib"."""
     if not other.any():
         return
+    sx, sy, sz = grid.coarse_spacing
     lab, n = masks.label(other, connectivity=3)
-    nx = other.shape[0]
-    lung_x = np.flatnonzero(lungs.any(axis=(1, 2)))
-    mid = (lung_x[0] + lung_x[-1]) / 2.0 if lung_x.size else nx / 2.0
-    lung_y = np.flatnonzero(lungs.any(axis=(0, 2)))
-    y_mid = (lung_y[0] + lung_y[-1]) / 2.0 if lung_y.size else other.shape[1] / 2.0
     for i, box in enumerate(ndi.find_objects(lab), start=1):
         if box is None:
             continue
         local = lab[box] == i
-        c = np.argwhere(local).mean(axis=0) + [b.start for b in box]
+        pts = np.argwhere(local) + [b.start for b in box]
         comp = np.zeros(other.shape, bool)
         comp[box] = local
-        side = "left" if c[0] < mid else "right"
-        if (local & arm[box]).sum() > 0.5 * local.sum():
+        # each voxel seen from its own slice's cage centre: right or left, in front or behind, beside
+        dx, dy = np.zeros(len(pts)), np.zeros(len(pts))
+        for k in np.unique(pts[:, 2]):
+            centre = _cage_centre(body[:, :, k], axis[k])
+            if centre is None:
+                continue
+            at = pts[:, 2] == k
+            dx[at], dy[at] = (pts[at, 0] - centre[0]) * sx, (pts[at, 1] - centre[1]) * sy
+        side = "left" if np.median(dx) < 0 else "right"  # canonical RAS: left = smaller x
+        mx, my = float(np.median(dx)), float(np.median(dy))
+        kc = float(pts[:, 2].mean())
+        if (local & arm[box]).sum() > 0.5 * local.sum() or abs(my) < params["humerus_beside_ratio"] * abs(mx):
             yield f"humerus_{side}", comp
-        elif c[1] > y_mid:
-            yield f"clavicula_{side}", comp
+        elif my > 0:
+            low = carina[2] if carina is not None else floor.get("clavicula")
+            yield (f"clavicula_{side}" if low is None or kc >= low else "rib"), comp
         else:
-            yield f"scapula_{side}", comp
+            low = carina[2] - params["scapula_lowest_below_carina_mm"] / sz if carina is not None \
+                else floor.get("scapula")
+            yield (f"scapula_{side}" if low is None or kc >= low else "rib"), comp
+
+
+def solid_vertebrae(labels: np.ndarray, hu: np.ndarray, vertebra_values, column: np.ndarray | None,
+                    canal_xy: np.ndarray | None, spacing, params: dict, may_take, keep_out=None) -> None:
+    """Make each painted vertebra a whole bone, slice by slice on the full-resolution grid (in place).
+
+    Painting follows the bone's density, so a vertebra comes out as its cortical shell, and on thick slices
+    (where partial volume hides a thin cortex) as little more than its posterior arch: the cancellous marrow
+    (50-250 HU; fatty in the old) is paler than the bone threshold. A vertebra is the whole bone: from the
+    painted bone each section grows through tissue denser than ``vertebra_grow_hu`` up to ``vertebra_grow_mm``,
+    inside the column's box (``column``: fine (x, y_front, y_back) per slice, NaN where the column is not
+    placed; ``spine_half_width_mm`` either side), outside ``keep_out`` (contrast-filled blood), not past the
+    body's painted front cortex, only in pieces that start at the canal (marrow lies behind the cortex; a vessel
+    or a crus lying against the body is reached only through it) and only where its mirror image across the
+    canal's plane grew too. The section is then closed over small gaps (``vertebra_close_mm``) and its holes
+    filled -- but not the spinal canal's (the hole that holds ``canal_xy``, fine (x, y) per slice) nor, where
+    the canal is not placed, a hole paler than marrow. Added voxels take the level of the nearest painted
+    vertebra voxel; only voxels where ``may_take(labels)`` holds change."""
+    values = np.asarray(sorted(vertebra_values), labels.dtype)
+    if values.size == 0:
+        return
+    sx, sy = float(spacing[0]), float(spacing[1])
+    disk = masks.ball(params["vertebra_close_mm"], (sx, sy))
+    steps = max(1, int(round(params["vertebra_grow_mm"] / min(sx, sy))))
+    half_w = params["spine_half_width_mm"] / sx
+    pad = disk.shape[0] // 2 + 2
+    nx, ny, nz = labels.shape
+    for k in range(nz):
+        sl = labels[:, :, k]
+        spine = np.isin(sl, values)
+        if not spine.any():
+            continue
+        xs, ys = np.flatnonzero(spine.any(axis=1)), np.flatnonzero(spine.any(axis=0))
+        known = canal_xy is not None and np.isfinite(canal_xy[k, 0])
+        grow = steps if known and column is not None and np.isfinite(column[k, 0]) else 0
+        x0, x1 = max(xs[0] - pad - grow, 0), min(xs[-1] + pad + grow + 1, nx)
+        y0, y1 = max(ys[0] - pad - grow, 0), min(ys[-1] + pad + grow + 1, ny)
+        s = spine[x0:x1, y0:y1]
+        free = may_take(sl[x0:x1, y0:y1])
+        if keep_out is not None:
+            free &= ~keep_out[x0:x1, y0:y1, k]
+        region = s
+        if grow:
+            region = _grow_marrow(s, hu[x0:x1, y0:y1, k], free, column[k], canal_xy[k], (x0, y0), (sx, sy),
+                                  half_w, grow, params)
+        closed = region | ndi.binary_closing(region, disk)
+        filled = ndi.binary_fill_holes(closed)
+        holes, n = ndi.label(filled & ~closed)
+        if n:
+            keep = np.zeros(n + 1, bool)
+            med = ndi.median(hu[x0:x1, y0:y1, k], holes, index=np.arange(1, n + 1))
+            # with the canal placed, fatty marrow is bone too; without it only marrow denser than the canal
+            keep[1:] = np.asarray(med) > params["fatty_marrow_hu" if known else "marrow_hu"]
+            if known:
+                cx, cy = int(round(canal_xy[k, 0])) - x0, int(round(canal_xy[k, 1])) - y0
+                if 0 <= cx < holes.shape[0] and 0 <= cy < holes.shape[1]:
+                    keep[holes[cx, cy]] = False
+            closed |= keep[holes]
+        # what the smoothing and the closing added on the outer edge and is paler than marrow is soft tissue
+        rim = closed & ~s & ndi.binary_dilation(~closed) & (hu[x0:x1, y0:y1, k] < params["vertebra_grow_hu"])
+        add = closed & ~s & free & ~rim
+        crop = sl[x0:x1, y0:y1]
+        if add.any():
+            _, (ix, iy) = ndi.distance_transform_edt(~s, return_indices=True)
+            crop[add] = crop[ix[add], iy[add]]
+
+
+def _grow_marrow(s: np.ndarray, hu: np.ndarray, free: np.ndarray, column_k, canal_k, origin, spacing,
+                 half_w: float, steps: int, params: dict) -> np.ndarray:
+    """One section of the column (``s``, painted bone, in a crop at ``origin``) grown into its marrow; see
+    :func:`solid_vertebrae`."""
+    sx, sy = spacing
+    x0, y0 = origin
+    cx, y_front, y_back = column_k
+    gx = np.arange(x0, x0 + s.shape[0])[:, None]
+    gy = np.arange(y0, y0 + s.shape[1])[None, :]
+    box = (np.abs(gx - cx) <= half_w) & (gy <= y_front + 5.0 / sy) & (gy >= y_back - 10.0 / sy)
+    # the body's front cortex, where painted, is its front: nothing grows past it (column by column; a column
+    # with no front cortex painted takes its neighbour's, within a few millimetres)
+    ahead = s & (gy > canal_k[1] + params["vertebra_marrow_from_canal_mm"] / sy)
+    has = ahead.any(axis=1)
+    if has.any():
+        front = ahead.shape[1] - 1 - np.argmax(ahead[:, ::-1], axis=1) + y0
+        gap, (near,) = ndi.distance_transform_edt(~has, return_indices=True)
+        limit = np.where(gap * sx <= params["vertebra_close_mm"] * 3, front[near], np.inf)
+        box &= gy <= limit[:, None]
+    level = hu.astype(np.float32)
+    if params["vertebra_grow_smooth"]:
+        level = ndi.gaussian_filter(level, 0.7)
+    dense = level > params["vertebra_grow_hu"]
+    grown = ndi.binary_dilation(s, iterations=steps, mask=(dense & box & free) | s) & ~s
+    # marrow starts at the canal (the body's back wall is the canal's front)
+    pieces, n = ndi.label(grown)
+    if n:
+        dist = np.hypot((gx - canal_k[0]) * sx, (gy - canal_k[1]) * sy)
+        near_canal = np.asarray(ndi.minimum(np.broadcast_to(dist, s.shape), pieces, index=np.arange(1, n + 1)))
+        ok = np.zeros(n + 1, bool)
+        ok[1:] = near_canal <= params["vertebra_marrow_from_canal_mm"]
+        grown = ok[pieces]
+    # a vertebra is symmetric about the canal's plane; the aorta or a crus lying against it is not
+    mx = np.rint(2 * cx - np.arange(x0, x0 + s.shape[0])).astype(int) - x0
+    inside = (mx >= 0) & (mx < s.shape[0])
+    mirror = np.zeros_like(grown)
+    mirror[inside] = (grown | s)[mx[inside]]
+    return s | (grown & mirror)

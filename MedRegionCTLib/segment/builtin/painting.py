@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 
 from ...data import totalsegmentator_class_indices
 from . import masks
-from .bones import bone_condition
+from .bones import bone_condition, solid_vertebrae
 from .grid import Grid, bounding_box
 
 
@@ -143,6 +143,23 @@ def paint_airways_and_bones(paint: Painter, grid: Grid, found, p: dict) -> None:
     lut[1:] = [paint.index[n] for n in skeleton.names]
     view = paint.labels[fine]
     view[m] = lut[part[m]]
+    del m, part
+    # the vertebrae as whole bones: marrow inside the cortex, the spinal canal left out
+    fx, fy, fz = grid.factors
+    ks = np.minimum(np.arange(fine[2].start, fine[2].stop) // fz, skeleton.parts.shape[2] - 1)
+
+    def to_fine(xy):  # coarse (x, y, ...) per coarse slice -> fine crop coordinates per fine slice
+        out = np.array(xy[ks], float)
+        out[:, 0] = out[:, 0] * fx + (fx - 1) / 2.0 - fine[0].start
+        out[:, 1:] = out[:, 1:] * fy + (fy - 1) / 2.0 - fine[1].start
+        return out
+
+    canal = to_fine(skeleton.canal) if skeleton.canal is not None else None
+    column = to_fine(skeleton.spine_axis) if skeleton.spine_axis is not None else None
+    keep_out = grid.nearest(ndi.binary_dilation(blood), box)[1] if blood.any() else None
+    solid_vertebrae(view, grid.hu[fine], [paint.index[n] for n in skeleton.names if n.startswith("vertebrae")],
+                    column, canal, grid.spacing, p["bones"], paint.only("body_trunc", "mediastinum",
+                                                                         "abdominal_cavity"), keep_out)
 
 
 def _paint_lobes(paint: Painter, grid: Grid, lobes, side: str, fine, m) -> None:

@@ -173,7 +173,7 @@ class BuiltinSegmenter:
             blood = contrast_blood(grid, lungs.both, body.trunk, p["mediastinum"], axis, column)
         bone = find_bone(grid, body.trunk | body.extremities, blood, p["bones"], canal)
         skeleton = split_skeleton(grid, bone, body.trunk, lungs.both, body.extremities, air.carina, p["bones"],
-                                  axis=axis)
+                                  axis=axis, canal=canal)
         notes += skeleton.notes
 
         steps.advance("diaphragm and mediastinum")
