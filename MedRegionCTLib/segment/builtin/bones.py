@@ -412,17 +412,19 @@ def _canal_by_rays(sm: np.ndarray, bright: np.ndarray, body: np.ndarray, spacing
 
 
 def _without_stray_holes(ks: np.ndarray, pts: np.ndarray, spacing, params: dict) -> np.ndarray:
-    """Which holes lie on the column: within ``canal_step_mm`` of the median of all holes found within
+    """Which holes lie on the column: within ``canal_stray_mm`` of the median of all holes found within
     ``canal_neighbour_mm`` above and below (at least three of them). The gaps between a rib's head, its neck and
     the vertebra are bony rings too, 20-30 mm to the side; chained across the slices where the canal was not
-    found, one of them would pull the column sideways over several vertebrae."""
+    found, one of them would pull the column sideways over several vertebrae. The canal's own centre wanders
+    a few millimetres front to back as its ring opens and closes (and pale marrow inside an old vertebral body
+    is a hole 15-20 mm ahead of it, realct/04), so the tolerance is wider than a step between slices."""
     sx, sy, sz = spacing
     keep = np.ones(len(ks), bool)
     for a in range(len(ks)):
         near = np.abs(ks - ks[a]) * sz <= params["canal_neighbour_mm"]
         if near.sum() >= 3:
             centre = np.median(pts[near], axis=0)
-            keep[a] = np.hypot(*((pts[a] - centre) * [sx, sy])) <= params["canal_step_mm"]
+            keep[a] = np.hypot(*((pts[a] - centre) * [sx, sy])) <= params["canal_stray_mm"]
     return keep
 
 
@@ -705,8 +707,9 @@ def _outside_the_cage(grid: Grid, bone: np.ndarray, cage: np.ndarray, body: np.n
     seen from the cage's centre, the ribs are the innermost bone of the body's wall (``cage``: all bone but the
     column, the sternum and the arms, within ``cage_wall_mm`` of the skin) in each direction; the scapula, the
     clavicle and the humerus lie outside a rib, with muscle between (``cage_gap_mm``). Directions are pooled
-    over a few degrees and slices, so a rib crossing the slice nearby counts. A piece is outside when most of
-    it is."""
+    over a few degrees and slices, so a rib crossing the slice nearby counts. A piece is outside when over
+    ``cage_mixed_share[1]`` of it is, inside when under ``cage_mixed_share[0]``; in between it is split voxel
+    by voxel."""
     sx, sy, sz = grid.coarse_spacing
     nbins = 72
     spread = 2  # bins (5 degrees each) either side
@@ -742,13 +745,17 @@ def _outside_the_cage(grid: Grid, bone: np.ndarray, cage: np.ndarray, body: np.n
         b = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * nbins).astype(int) % nbins
         far = np.hypot(dx, dy) > pooled[b] + params["cage_gap_mm"]
         outside[pts[far, 0], pts[far, 1], k] = True
+    # piece by piece where a piece is mostly one or the other; where it is both (a scapula touching a rib at
+    # 2 mm, realct/09), voxel by voxel
     girdle = np.zeros(bone.shape, bool)
     lab, n = masks.label(bone, connectivity=3)
     if n:
         share = np.asarray(ndi.mean(outside, lab, index=np.arange(1, n + 1)))
-        keep = np.zeros(n + 1, bool)
-        keep[1:] = share > 0.5
-        girdle = keep[lab]
+        lo, hi = params["cage_mixed_share"]
+        whole, mixed = np.zeros(n + 1, bool), np.zeros(n + 1, bool)
+        whole[1:] = share > hi
+        mixed[1:] = (share > lo) & (share <= hi)
+        girdle = whole[lab] | (mixed[lab] & outside)
     return girdle, bone & ~girdle
 
 
@@ -828,6 +835,8 @@ def solid_vertebrae(labels: np.ndarray, hu: np.ndarray, vertebra_values, column:
         x0, x1 = max(xs[0] - pad - grow, 0), min(xs[-1] + pad + grow + 1, nx)
         y0, y1 = max(ys[0] - pad - grow, 0), min(ys[-1] + pad + grow + 1, ny)
         s = spine[x0:x1, y0:y1]
+        if known:
+            s = _off_the_vertebra(sl[x0:x1, y0:y1], s, canal_xy[k], (x0, y0), (sx, sy), params)
         free = may_take(sl[x0:x1, y0:y1])
         if keep_out is not None:
             free &= ~keep_out[x0:x1, y0:y1, k]
@@ -848,6 +857,8 @@ def solid_vertebrae(labels: np.ndarray, hu: np.ndarray, vertebra_values, column:
                 if 0 <= cx < holes.shape[0] and 0 <= cy < holes.shape[1]:
                     keep[holes[cx, cy]] = False
             closed |= keep[holes]
+        if known:
+            closed |= _body_hull(closed, hu[x0:x1, y0:y1, k], free, canal_xy[k], (x0, y0), (sx, sy), params)
         # what the smoothing and the closing added on the outer edge and is paler than marrow is soft tissue
         rim = closed & ~s & ndi.binary_dilation(~closed) & (hu[x0:x1, y0:y1, k] < params["vertebra_grow_hu"])
         add = closed & ~s & free & ~rim
@@ -855,6 +866,54 @@ def solid_vertebrae(labels: np.ndarray, hu: np.ndarray, vertebra_values, column:
         if add.any():
             _, (ix, iy) = ndi.distance_transform_edt(~s, return_indices=True)
             crop[add] = crop[ix[add], iy[add]]
+
+
+def _off_the_vertebra(crop: np.ndarray, s: np.ndarray, canal_k, origin, spacing, params: dict) -> np.ndarray:
+    """One section of the painted column (``s``, in ``crop`` of the label slice at ``origin``) less the pieces
+    that come nowhere near the canal (``spine_piece_from_canal_mm``), as :func:`_ringing_the_canal` does on the
+    coarse grid: a calcified aortic wall joined to the body at 2 mm is apart from it at full resolution, and
+    its ring, filled as marrow, made the aorta a vertebra (realct/04). Those pieces take the label of the
+    nearest voxel that is not vertebra (in place); returns the section kept."""
+    lab, n = ndi.label(s, structure=np.ones((3, 3), bool))
+    if n < 2:
+        return s
+    xs = (np.arange(s.shape[0]) + origin[0] - canal_k[0]) * spacing[0]
+    ys = (np.arange(s.shape[1]) + origin[1] - canal_k[1]) * spacing[1]
+    dist = np.broadcast_to(np.hypot(xs[:, None], ys[None, :]), s.shape)
+    near = np.asarray(ndi.minimum(dist, lab, index=np.arange(1, n + 1)))
+    keep = np.zeros(n + 1, bool)
+    keep[0] = True
+    keep[1:] = near <= params["spine_piece_from_canal_mm"]
+    drop = ~keep[lab]
+    if not drop.any():
+        return s
+    _, (ix, iy) = ndi.distance_transform_edt(s, return_indices=True)
+    crop[drop] = crop[ix[drop], iy[drop]]
+    return s & ~drop
+
+
+def _body_hull(closed: np.ndarray, hu: np.ndarray, free: np.ndarray, canal_k, origin, spacing,
+               params: dict) -> np.ndarray:
+    """The vertebral body's section made convex, as a body is: where fatty or osteoporotic marrow is paler
+    than ``vertebra_grow_hu`` and the cortex is open on a slice, the marrow is a bay, not a hole, and neither
+    growing nor hole filling takes it (realct/04, an old patient with a calcified aorta). The body is the
+    largest piece ``vertebra_hull_from_canal_mm`` or more ahead of the canal's centre (the canal's front
+    wall); its hull adds what is free, denser than fatty marrow, and within ``vertebral_body_half_width_mm``
+    of the canal's plane."""
+    from skimage.morphology import convex_hull_image
+    sx, sy = spacing
+    gx = (np.arange(closed.shape[0]) + origin[0] - canal_k[0]) * sx
+    gy = (np.arange(closed.shape[1]) + origin[1] - canal_k[1]) * sy
+    zone = (np.abs(gx)[:, None] <= params["vertebral_body_half_width_mm"]) & \
+        (gy[None, :] >= params["vertebra_hull_from_canal_mm"])
+    lab, n = ndi.label(closed & zone)
+    if n == 0:
+        return np.zeros_like(closed)
+    body = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    if body.sum() < 3:
+        return np.zeros_like(closed)
+    hull = convex_hull_image(body)
+    return hull & zone & free & ~closed & (hu > params["fatty_marrow_hu"])
 
 
 def _grow_marrow(s: np.ndarray, hu: np.ndarray, free: np.ndarray, column_k, canal_k, origin, spacing,
