@@ -8,7 +8,8 @@ ball of ``open_radius_mm`` so that vessels, septa, spicules and thin bands of at
 tissue at least a ball wide is left; each piece of at least ``min_volume_ml`` that is not a tube (elongation at
 most ``max_elongation``: vessels are long and thin, masses are not) is a mass candidate. Its margins are given
 back where the opening rounded them: the solid voxels within ``margin_mm`` of the opened core that are connected
-to it. Whether it is a mass or consolidation is then decided on air bronchograms
+to it (the reporting rules read this mask); a reported mass is measured on those within ``measure_margin_mm``,
+nearer to it than to any other candidate. Whether it is a mass or consolidation is then decided on air bronchograms
 (:func:`.lesions.assess_consolidation`).
 
 What each candidate touches is read from the labels around it: the mediastinum (mediastinal organs), the hilum
@@ -61,28 +62,50 @@ def find_masses(hu: np.ndarray, lung: np.ndarray, affine, params: dict, cancel=N
     comps, n = ndimage.label(core)
     found: list[Lesion] = []
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    margin = tuple(int(np.ceil(p["margin_mm"] / s)) + 1 for s in spacing)
     pieces = []
     for i, sl in enumerate(ndimage.find_objects(comps), start=1):
         if sl is not None:
             pieces.append((comps[sl] == i, tuple(slice(o.start + s.start, o.start + s.stop)
                                                  for o, s in zip(obox, sl, strict=True))))
-    for piece, at in _compact(pieces, spacing, p, voxel_ml, cancel):
-        # back on the box grid, then the margins the opening rounded off
-        win = _grow(at, margin, solid.shape)
-        seed = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
-        seed[tuple(slice(a.start - w.start, a.stop - w.start) for a, w in zip(at, win, strict=True))] = piece
-        near = ndimage.distance_transform_edt(~seed, sampling=spacing) <= p["margin_mm"]
-        grown = near & solid[win]
-        labels, _ = ndimage.label(grown)
-        keep = np.unique(labels[seed & grown])
-        mask = np.isin(labels, keep[keep > 0]) | seed
-        sub = crop_of(mask)
-        full = tuple(slice(b.start + w.start + s.start, b.start + w.start + s.stop)
-                     for b, w, s in zip(box, win, sub, strict=True))
-        found.append(Lesion("mass", full, mask[sub], {"elongation": _elongation(piece, spacing),
-                                                      "core_volume_ml": float(piece.sum() * voxel_ml)}))
+    compact = list(_compact(pieces, spacing, p, voxel_ml, cancel))
+    # every core, on one grid: a margin given back never crosses into a neighbour's nearer half
+    owner = np.zeros(solid.shape, dtype=np.int32)
+    for n, (piece, at) in enumerate(compact, start=1):
+        owner[at][piece] = n
+    for n, (piece, at) in enumerate(compact, start=1):
+        mask, full = _given_back(piece, at, solid, None, n, spacing, p["margin_mm"], box)
+        les = Lesion("mass", full, mask, {"elongation": _elongation(piece, spacing),
+                                          "core_volume_ml": float(piece.sum() * voxel_ml)})
+        # The rules on what a candidate is read the margin they were set on; the lesion as reported is measured
+        # on what the openings took off (up to a ball's width where a tumour infiltrates the lung around it;
+        # a lesion that aerated lung bounds gains nothing), never past the half-way line to another candidate
+        wide, wide_at = _given_back(piece, at, solid, owner, n, spacing, p["measure_margin_mm"], box)
+        les.attributes["measured_mask"] = (wide_at, wide)
+        found.append(les)
     return found
+
+
+def _given_back(piece, at, solid, owner, n: int, spacing, margin_mm: float, box):
+    """The core ``piece`` (at ``at`` on the box grid) with the solid voxels within ``margin_mm`` of it that connect
+    to it and, given ``owner`` (every core labelled on the box grid), lie nearer to it than to any other core.
+    Returns ``(mask, slices on the CT grid)``."""
+    margin = tuple(int(np.ceil(margin_mm / s)) + 1 for s in spacing)
+    win = _grow(at, margin, solid.shape)
+    seed = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
+    seed[tuple(slice(a.start - w.start, a.stop - w.start) for a, w in zip(at, win, strict=True))] = piece
+    others = None if owner is None else (owner[win] > 0) & (owner[win] != n)
+    dist = ndimage.distance_transform_edt(~seed, sampling=spacing)
+    near = dist <= margin_mm
+    if others is not None and others.any():
+        near &= dist <= ndimage.distance_transform_edt(~others, sampling=spacing)
+    grown = near & solid[win]
+    labels, _ = ndimage.label(grown)
+    keep = np.unique(labels[seed & grown])
+    mask = np.isin(labels, keep[keep > 0]) | seed
+    sub = crop_of(mask)
+    full = tuple(slice(b.start + w.start + s.start, b.start + w.start + s.stop)
+                 for b, w, s in zip(box, win, sub, strict=True))
+    return mask[sub], full
 
 
 def contact_share(lesion: Lesion, labels: np.ndarray, value: int, affine, reach_mm: float = 3.0) -> float:
