@@ -93,11 +93,15 @@ def _given_back(piece, at, solid, owner, n: int, spacing, margin_mm: float, box)
     win = _grow(at, margin, solid.shape)
     seed = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
     seed[tuple(slice(a.start - w.start, a.stop - w.start) for a, w in zip(at, win, strict=True))] = piece
-    others = None if owner is None else (owner[win] > 0) & (owner[win] != n)
     dist = ndimage.distance_transform_edt(~seed, sampling=spacing)
     near = dist <= margin_mm
-    if others is not None and others.any():
-        near &= dist <= ndimage.distance_transform_edt(~others, sampling=spacing)
+    if owner is not None:
+        # a core up to twice the margin away can claim the voxels half-way
+        reach = _grow(win, margin, solid.shape)
+        others = (owner[reach] > 0) & (owner[reach] != n)
+        if others.any():
+            inner = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(win, reach, strict=True))
+            near &= dist < ndimage.distance_transform_edt(~others, sampling=spacing)[inner]  # a tie is neither's
     grown = near & solid[win]
     labels, _ = ndimage.label(grown)
     keep = np.unique(labels[seed & grown])
@@ -108,10 +112,22 @@ def _given_back(piece, at, solid, owner, n: int, spacing, margin_mm: float, box)
     return mask[sub], full
 
 
-def contact_share(lesion: Lesion, labels: np.ndarray, value: int, affine, reach_mm: float = 3.0) -> float:
-    """Share of the lesion's surroundings (within ``reach_mm`` outside it) that carry label ``value``."""
+def heart_contact_share(lesion: Lesion, labels: np.ndarray, heart: int, mediastinum: int | None, affine,
+                        wall_mm: float, reach_mm: float = 3.0) -> float:
+    """Share of the lesion's surroundings on the heart: the heart's label, or the mediastinum's within ``wall_mm``
+    of it (on a contrast CT the heart's mask is the blood pool; the myocardium, the atrial appendage and the
+    pericardium around it fall to the mediastinum)."""
     shell, win = _shell(lesion, labels.shape, affine, reach_mm)
-    return float(np.count_nonzero(labels[win][shell] == value)) / max(int(np.count_nonzero(shell)), 1)
+    spacing = _spacing(affine)
+    pad = tuple(int(np.ceil(wall_mm / s)) + 1 for s in spacing)
+    outer = _grow(win, pad, labels.shape)
+    inner = tuple(slice(w.start - o.start, w.stop - o.start) for w, o in zip(win, outer, strict=True))
+    on_heart = labels[outer] == heart
+    near = on_heart[inner]
+    if mediastinum is not None and on_heart.any():
+        near = near | ((labels[win] == mediastinum)
+                       & (ndimage.distance_transform_edt(~on_heart, sampling=spacing)[inner] <= wall_mm))
+    return float(np.count_nonzero(near[shell])) / max(int(np.count_nonzero(shell)), 1)
 
 
 def _shell(lesion: Lesion, shape, affine, reach_mm: float):

@@ -23,7 +23,7 @@ from .lesions import (
     find_nodules,
     find_pleural_effusions,
 )
-from .masses import contact_share, continues_up_and_down, find_masses, touching
+from .masses import continues_up_and_down, find_masses, heart_contact_share, touching
 from .pleural_fluid import effusions_from_label
 from .position import Frame, describe_position, lobe_of
 from .sentences import clinical_sentences, lesion_sentence, structure_sentence
@@ -466,8 +466,9 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
             off_midline < mp["mediastinal_reach_mm"] and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"]))
         # against the heart lie the atrial appendage, the pericardial fat pads and whatever of the heart its
         # mask missed: a candidate resting on it is reported only from the mediastinal size
-        cardiac = "heart" in index_of and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"] and contact_share(
-            les, arr, index_of["heart"], affine) >= mp["heart_contact_share"]
+        cardiac = "heart" in index_of and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"] and heart_contact_share(
+            les, arr, index_of["heart"], index_of.get("mediastinum"), affine, mp["heart_wall_mm"]) >= mp[
+            "heart_contact_share"]
         # the superior vena cava, the azygos vein and the descending aorta run up and down beside the mediastinum:
         # a piece much taller than it is wide, near the midline, is one of them
         vertical = off_midline < mp["vertical_vessel_reach_mm"] and a["extent_mm"][2] >= mp[

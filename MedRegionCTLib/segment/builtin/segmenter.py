@@ -117,6 +117,8 @@ class BuiltinSegmenter:
             meta["pleural_fluid_ml"] = {s: round(float(found.pleural.effusion[s].sum() * v), 1)
                                         for s in ("left", "right")}
             meta["pleural_fluid_min_ml"] = float(self.params["pleural_space"]["effusion_side_min_ml"])
+        # what an absence of fluid may be stated down to: the size the search was checked to find
+        meta["pleural_fluid_absence_floor_ml"] = float(self.params["pleural_space"]["absence_floor_ml"])
         steps.report(1.0, "done")
         return LabelMap(array, volume.affine.copy(), names, meta)
 
