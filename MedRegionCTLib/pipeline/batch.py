@@ -15,6 +15,7 @@ recorded in ``out_dir/.medregionct-batch/failed/`` and listed, with its error, i
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 import uuid
@@ -149,6 +150,7 @@ def process_case(name: str, source: str, out_dir: str, options: dict, attempt: i
             findings = len(analysis.report.findings)
             write_json(staging / CASE_FILE, {
                 "case": name, "source": source, "status": "done", "attempt": attempt, "host": host_name(),
+                "pid": os.getpid(),
                 "run": options.get("run_id", ""), "seconds": round(time.perf_counter() - start, 3),
                 "findings": findings, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
             if is_finished(final):  # another process finished it meanwhile (its claim had looked abandoned)
@@ -189,8 +191,9 @@ def run_batch(input_dir, out_dir, workers: int = 1, segmenter: str = "builtin", 
     if not cases:
         raise InputError(f"{input_dir} holds no CT (NIfTI, NRRD, MetaImage or DICOM series folder); check the "
                          "folder.")
-    out = check_writable_folder(out_dir)
+    runner.start()
     try:
+        out = check_writable_folder(out_dir)
         return _run(runner, cases, ignored, out, shard, int(retries), progress, cancel, on_case, {
             "segmenter": segmenter, "schema": schema, "reporter": reporter, "formats": tuple(formats),
             "lesions": lesions, "reporter_options": reporter_options, "segmenter_options": segmenter_options,

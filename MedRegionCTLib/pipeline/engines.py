@@ -45,6 +45,9 @@ class LocalEngine:
     def describe(self) -> dict:
         return {"engine": self.name, "workers": self.workers}
 
+    def start(self) -> None:
+        """Nothing to start: worker processes are spawned per run."""
+
     def check(self, paths=()) -> None:
         """Nothing to check: this machine reads and writes the folders itself."""
 
@@ -98,7 +101,7 @@ class DaskEngine:
 
     name = "dask"
 
-    def __init__(self, scheduler, connect_timeout_s: float = 30.0):
+    def __init__(self, scheduler, connect_timeout_s: float | None = None):
         if scheduler is None or (isinstance(scheduler, str) and not scheduler.strip()):
             scheduler = _configured_address()
         if scheduler is None:
@@ -118,6 +121,10 @@ class DaskEngine:
     def describe(self) -> dict:
         return {"engine": self.name, "scheduler": self.address}
 
+    def start(self) -> None:
+        """Connect now, so an unreachable scheduler is reported before anything is written."""
+        self.client()
+
     def client(self):
         if self._client is not None:
             return self._client
@@ -126,9 +133,15 @@ class DaskEngine:
             self._client = self.scheduler
             return self._client
         address = str(self.scheduler)
+        timeout = self.connect_timeout_s
+        if timeout is None:  # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT), 30 s by default
+            import dask
+            from dask.utils import parse_timedelta
+
+            timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect", "30s"), default="s")
         kwargs = {"scheduler_file": address} if Path(address).is_file() else {"address": address}
         try:
-            self._client = distributed.Client(timeout=self.connect_timeout_s, set_as_default=False, **kwargs)
+            self._client = distributed.Client(timeout=timeout, set_as_default=False, **kwargs)
         except (OSError, TimeoutError, ValueError) as error:
             raise ClusterError(f"cannot reach the Dask scheduler at {address} ({_one_line(error)}); start one "
                                "(`dask scheduler`, or a dask-jobqueue/Kubernetes cluster) and pass its address, "
