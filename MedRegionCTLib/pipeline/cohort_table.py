@@ -14,6 +14,7 @@ each) is collected in bounded memory; a second pass writes the Parquet and CSV f
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -151,9 +152,10 @@ def _row(record: str, name, values: dict, **fixed) -> dict:
 
 
 def _note(scan: CohortScan, case: str, rows: list[dict], measures: list[dict]) -> None:
+    types = scan.column_types
     for row in rows:
         for column, value in row.items():
-            scan.column_types[column].add(_kind(value))
+            types[column].add(type(value))
         record = row["record"]
         if record == "finding":
             scan.findings[(row.get("kind"), row.get("region"))] += 1
@@ -164,19 +166,8 @@ def _note(scan: CohortScan, case: str, rows: list[dict], measures: list[dict]) -
             if record == m["record"] and row.get("name") == m["name"]:
                 value = row.get(m["column"])
                 split = row.get(m["split_by"]) if m.get("split_by") else None
-                scan.measures[m["key"]].append((case, split, value if _kind(value) in ("int", "float") else None))
-
-
-def _kind(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    return "str"
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                scan.measures[m["key"]].append((case, split, value if number else None))
 
 
 def scan_cohort(out_dir, spill_dir, chunk_cases: int = CHUNK_CASES, progress=None) -> CohortScan:
@@ -224,15 +215,16 @@ def _column_order(scan: CohortScan) -> list[str]:
 
 
 def column_type(kinds: set) -> str:
-    """One type per column: bool, int, float (ints and floats together) or text (anything mixed)."""
-    kinds = set(kinds) - {"null"}
+    """One type per column from the Python types of its values: bool, int, float (ints and floats together) or
+    text (strings, or anything mixed)."""
+    kinds = set(kinds) - {type(None)}
     if not kinds:
         return "text"
-    if kinds == {"bool"}:
+    if kinds == {bool}:
         return "bool"
-    if kinds == {"int"}:
+    if kinds == {int}:
         return "int"
-    if kinds <= {"int", "float"}:
+    if kinds <= {int, float}:
         return "float"
     return "text"
 
@@ -253,50 +245,73 @@ def column_unit(column: str) -> str | None:
     return None
 
 
-def _cast(value, kind: str):
-    if value is None:
-        return None
-    if kind == "float":
-        return float(value)
-    if kind == "text" and not isinstance(value, str):
-        return json.dumps(value)
-    return value
+def _text(value):
+    return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
-def _chunks(scan: CohortScan):
+def _chunks(scan: CohortScan, recast: dict):
+    """The spilled rows, chunk by chunk, with the values of mixed columns turned to text."""
     for path in scan.chunks:
         with open(path, "rb") as fh:
-            yield pickle.load(fh)
+            rows = pickle.load(fh)
+        for row in rows:
+            for column in recast.keys() & row.keys():
+                row[column] = _text(row[column])
+        yield rows
 
 
 def write_table(scan: CohortScan, folder, formats=("parquet", "csv"), stem: str = TABLE_STEM) -> list[Path]:
     """``<stem>.parquet`` and/or ``<stem>.csv`` (one schema, units in the Parquet field metadata) and
-    ``<stem>_columns.json`` (each column's type and unit); each file written atomically."""
+    ``<stem>_columns.json`` (each column's type and unit); each file written atomically.
+
+    With pyarrow both are written from the same Arrow tables in one pass (the CSV's numbers in full, round-trip
+    precision); without it, the CSV alone by the csv module."""
     folder = Path(folder)
     columns = _column_order(scan)
     types = {c: column_type(scan.column_types.get(c, set())) for c in columns}
     units = {c: None if types[c] == "text" and column_unit(c) == "per_row" else column_unit(c) for c in columns}
+    recast = {c: True for c in columns if types[c] == "text" and scan.column_types.get(c, set()) - {type(None), str}}
     written = []
-    if "parquet" in formats:
+    try:
         pa, pq = _pyarrow()
+    except MissingDependencyError:
+        if "parquet" in formats:
+            raise
+        pa = None
+    if pa is not None:
+        import pyarrow.csv as pcsv
+
         arrow = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(), "text": pa.string()}
         schema = pa.schema([pa.field(c, arrow[types[c]], metadata={"unit": units[c]} if units[c] else None)
                             for c in columns], metadata={"written_by": "MedRegionCT cohort"})
-
-        def _write_parquet(tmp: str) -> None:
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for rows in _chunks(scan):
-                    data = {c: [_cast(r.get(c), types[c]) for r in rows] for c in columns}
-                    writer.write_table(pa.table(data, schema=schema))
-
-        written.append(atomic_write(folder / f"{stem}.parquet", _write_parquet))
-    if "csv" in formats:
+        targets = {f: folder / f"{stem}.{f}" for f in ("parquet", "csv") if f in formats}
+        temps = {f: Path(tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)[1])
+                 for f, path in targets.items()}
+        try:
+            writers = []
+            if "parquet" in temps:
+                writers.append(pq.ParquetWriter(temps["parquet"], schema))
+            if "csv" in temps:
+                writers.append(pcsv.CSVWriter(temps["csv"], schema))
+            for rows in _chunks(scan, recast):
+                table = pa.Table.from_pylist(rows, schema=schema)
+                for writer in writers:
+                    writer.write_table(table)
+            for writer in writers:
+                writer.close()
+            for f, tmp in temps.items():
+                written.append(atomic_write(targets[f], lambda dest, tmp=tmp: os.replace(tmp, dest)))
+        finally:
+            for tmp in temps.values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+    elif "csv" in formats:
         def _write_csv(tmp: str) -> None:
             with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-                writer.writeheader()
-                for rows in _chunks(scan):
-                    writer.writerows({c: _cast(r.get(c), types[c]) for c in columns} for r in rows)
+                writer = csv.writer(fh, lineterminator="\n")
+                writer.writerow(columns)
+                for rows in _chunks(scan, recast):
+                    writer.writerows([row.get(c) for c in columns] for row in rows)
 
         written.append(atomic_write(folder / f"{stem}.csv", _write_csv))
     written.append(write_json(folder / f"{stem}_columns.json", {

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from MedRegionCTLib.cli.main import main
 from MedRegionCTLib.errors import InputError
 from MedRegionCTLib.phantom import make_phantom
 from MedRegionCTLib.pipeline.batch_state import STATE_DIR
@@ -60,7 +61,7 @@ def test_shard_specification():
     assert shard_of("ct00", 7) == shard_of("ct00", 7) == 3  # fixed: crc32, not Python's salted hash()
 
 
-def test_shard_array_covers_every_case_once_and_a_fixed_case_is_cleared(ct, tmp_path):
+def test_shard_array_covers_every_case_once_and_a_fixed_case_is_cleared(ct, tmp_path, capsys):
     inputs = _folder(tmp_path / "in", ct, GOOD, broken=["bad"])
     out = tmp_path / "out"
     procs = [_medregionct("batch", str(inputs), "--out", str(out), "--shard", f"{i}/3", "--method", "builtin",
@@ -82,19 +83,18 @@ def test_shard_array_covers_every_case_once_and_a_fixed_case_is_cleared(ct, tmp_
     assert "gzip" in failures[0]["error"].lower() or "bad.nii.gz" in failures[0]["error"]
     assert (out / "failures.csv").read_text().splitlines()[1].startswith("bad,")
 
-    cohort = _medregionct("cohort", str(out), "--no-progress")
-    log = cohort.communicate(timeout=120)[0]
-    assert cohort.returncode == 0, log
+    assert main(["cohort", str(out), "--no-progress"]) == 0
+    log = capsys.readouterr().out
     assert "4 finished case(s)" in log and "1 failed" in log
     md = (out / "cohort_summary.md").read_text()
     assert f"| bad | 2 | {failures[0]['error'].replace('|', chr(92) + '|')} |" in md
     assert "| 5 | 4 | 1 | 0 | 0 | 0 |" in md  # listed, finished, failed, being analysed, not run, unreadable
 
     shutil.copy(ct, inputs / "bad.nii.gz")  # the case fixed: its shard run again
-    fixed = _medregionct("batch", str(inputs), "--out", str(out), "--shard", f"{owner}/3", "--formats", "json",
-                         "--no-progress")
-    log = fixed.communicate(timeout=300)[0]
-    assert fixed.returncode == 0 and "1 done" in log, log
+    assert main(["batch", str(inputs), "--out", str(out), "--shard", f"{owner}/3", "--formats", "json",
+                 "--no-progress"]) == 0
+    log = capsys.readouterr().out
+    assert "1 done" in log, log
     assert _finished(out) == sorted([*GOOD, "bad"])
     assert json.loads((out / "failures.json").read_text()) == {"count": 0, "failures": []}
     assert not list((out / STATE_DIR / "failed").glob("*.json"))
@@ -120,6 +120,20 @@ def test_two_runs_racing_on_one_output_folder_analyse_each_case_once(ct, tmp_pat
     writers = {json.loads((out / n / "case.json").read_text())["run"] for n in names}
     assert 1 <= len(writers) <= 2
     assert not list((out / STATE_DIR / "claims").glob("*")) and not list(out.glob(".*partial*"))
+
+
+def test_engine_options_on_the_command_line_are_checked_before_any_work(ct, tmp_path, capsys):
+    inputs = _folder(tmp_path / "in", ct, GOOD[:1])
+    for args, message in ((["--scheduler", "tcp://h:8786"], "--scheduler is for --engine dask"),
+                          (["--engine", "dask"], "needs --scheduler ADDRESS"),
+                          (["--engine", "dask", "--scheduler", "tcp://h:8786", "--workers", "2"],
+                           "--workers is for --engine local"),
+                          (["--shard", "3/3"], "numbered from 0")):
+        assert main(["batch", str(inputs), "--out", str(tmp_path / "out"), *args]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main(["cohort", str(inputs)]) == 1
+    assert "holds no case of `medregionct batch`" in capsys.readouterr().err
 
 
 def test_a_claim_is_taken_over_only_from_a_dead_or_silent_owner(tmp_path):
