@@ -6,7 +6,8 @@ A process that starts a case creates ``<claims>/<case>.claim`` with a hard link 
 token) and a thread touches it every ``heartbeat_s`` while the case runs.
 
 A claim is abandoned when its owner ran on this host and its process is gone (a killed worker: taken over at once),
-or when it has not been touched for ``stale_after_s`` (another host that died or lost the file system). Ages are
+when it belongs to the same run (the engine gave the case to another worker because the first one died, on any
+host), or when it has not been touched for ``stale_after_s`` (another host that died or lost the file system). Ages are
 measured against the file system's own clock (the time stamp of a file touched just now), so clocks that differ
 between machines do not matter. Taking over an abandoned claim renames it aside first: of two processes that find
 it abandoned at the same time, one rename succeeds and the other finds nothing to rename.
@@ -86,12 +87,14 @@ def file_system_now(folder: Path) -> float:
             os.unlink(probe)
 
 
-def abandoned(path: Path, owner: dict | None, stale_after_s: float) -> bool:
+def abandoned(path: Path, owner: dict | None, stale_after_s: float, run_id: str = "") -> bool:
     """True when the claim at ``path`` (read as ``owner``) may be taken over."""
     if owner is None:
         return False  # gone meanwhile: the caller tries to create it again
     if owner.get("host") == host_name() and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
         return True
+    if run_id and owner.get("run") == run_id:
+        return True  # a run hands a case out again only when the worker that had it was lost
     try:
         age = file_system_now(path.parent) - path.stat().st_mtime
     except FileNotFoundError:
@@ -158,7 +161,7 @@ def try_claim(claims_dir, case_name: str, run_id: str = "", heartbeat_s: float =
             claim.thread.start()
             return claim, None
         owner = read_claim(path)
-        if not abandoned(path, owner, stale_after_s):
+        if not abandoned(path, owner, stale_after_s, run_id):
             if owner is None:
                 continue  # released meanwhile: try again
             return None, owner

@@ -95,8 +95,9 @@ class DaskEngine:
     """Jobs on an existing dask.distributed cluster.
 
     ``scheduler``: the scheduler's address (``tcp://host:8786``), a scheduler file (``dask scheduler
-    --scheduler-file``) or a ``distributed.Client``. The workers need MedRegionCTLib installed and must see the
-    input and output folders at the same paths (a shared file system).
+    --scheduler-file``), a ``distributed.Client`` or a cluster object (``SLURMCluster``, ``KubeCluster``...).
+    The workers need MedRegionCTLib installed and must see the input and output folders at the same paths (a
+    shared file system).
     """
 
     name = "dask"
@@ -116,6 +117,8 @@ class DaskEngine:
     def address(self) -> str:
         if isinstance(self.scheduler, str | os.PathLike):
             return str(self.scheduler)
+        if hasattr(self.scheduler, "scheduler_address"):
+            return str(self.scheduler.scheduler_address)
         return str(getattr(self.scheduler, "scheduler", None) and self.scheduler.scheduler.address)
 
     def describe(self) -> dict:
@@ -132,7 +135,8 @@ class DaskEngine:
         if isinstance(self.scheduler, distributed.Client):
             self._client = self.scheduler
             return self._client
-        address = str(self.scheduler)
+        # a cluster object (LocalCluster, dask-jobqueue's SLURMCluster, KubeCluster): its scheduler's address
+        address = str(getattr(self.scheduler, "scheduler_address", self.scheduler))
         timeout = self.connect_timeout_s
         if timeout is None:  # Dask's own setting (DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT), 30 s by default
             import dask

@@ -216,3 +216,28 @@ def test_unreachable_scheduler_and_bad_engine_options_are_clear_errors(inputs, t
     with pytest.raises(InputError, match="--engine 'spark'"):
         run_batch(inputs, tmp_path / "out", engine="spark")
     assert not (tmp_path / "out").exists()  # nothing written before the engine was checked
+
+
+def test_cohort_csv_without_pyarrow_holds_the_same_values(dask_run, tmp_path, monkeypatch):
+    from MedRegionCTLib.errors import MissingDependencyError
+    from MedRegionCTLib.pipeline import cohort_table
+
+    def no_pyarrow():
+        raise MissingDependencyError("no pyarrow here")
+
+    out = dask_run[0]
+    monkeypatch.setattr(cohort_table, "_pyarrow", no_pyarrow)  # an install without the [cohort] extra
+    with pytest.raises(MissingDependencyError, match="no pyarrow"):
+        build_cohort(out, dest=tmp_path / "both", plots=False)
+    build_cohort(out, dest=tmp_path / "csv", formats="csv", plots=False)
+    import csv
+
+    with open(tmp_path / "csv" / "cohort.csv", encoding="utf-8") as fh:
+        plain = list(csv.DictReader(fh))
+    table = pq.read_table(out / "cohort.parquet").to_pylist()
+    assert len(plain) == len(table)
+    for row, ref in zip(plain, table, strict=True):
+        for column in ("case", "record", "name", "volume_ml", "value", "hu_mean"):
+            expected = ref[column]
+            assert (row[column] or None) == expected if not isinstance(expected, float) else \
+                float(row[column]) == expected

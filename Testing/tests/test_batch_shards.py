@@ -162,6 +162,14 @@ def test_a_claim_is_taken_over_only_from_a_dead_or_silent_owner(tmp_path):
     assert late is not None
     late.release()
 
+    # the same run meets its own claim only when the engine gave the case to another worker (the first was lost)
+    (claims / "c4.claim").write_text(json.dumps({"case": "c4", "host": "another-node", "pid": 1, "token": "lost",
+                                                 "run": "run-1"}))
+    assert try_claim(claims, "c4", run_id="run-2")[0] is None
+    again, _ = try_claim(claims, "c4", run_id="run-1")
+    assert again is not None
+    again.release()
+
 
 def test_many_processes_claiming_the_same_cases_get_each_case_once(tmp_path):
     claims = tmp_path / "claims"
