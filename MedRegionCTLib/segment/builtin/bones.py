@@ -293,6 +293,9 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
         return out
     ks = np.array(sorted(found))
     pts = np.array([found[k] for k in ks])
+    on_column = _without_stray_holes(ks, pts, (sx, sy, sz), params)
+    if on_column.sum() >= 3:
+        ks, pts = ks[on_column], pts[on_column]
     # the longest chain whose centre moves smoothly from slice to slice (a stray hole starts a chain of its
     # own and does not break the column's)
     step = params["canal_step_mm"]
@@ -323,6 +326,21 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
                 break
             out[k] = out[end]
     return out
+
+
+def _without_stray_holes(ks: np.ndarray, pts: np.ndarray, spacing, params: dict) -> np.ndarray:
+    """Which holes lie on the column: within ``canal_step_mm`` of the median of all holes found within
+    ``canal_neighbour_mm`` above and below (at least three of them). The gaps between a rib's head, its neck and
+    the vertebra are bony rings too, 20-30 mm to the side; chained across the slices where the canal was not
+    found, one of them would pull the column sideways over several vertebrae."""
+    sx, sy, sz = spacing
+    keep = np.ones(len(ks), bool)
+    for a in range(len(ks)):
+        near = np.abs(ks - ks[a]) * sz <= params["canal_neighbour_mm"]
+        if near.sum() >= 3:
+            centre = np.median(pts[near], axis=0)
+            keep[a] = np.hypot(*((pts[a] - centre) * [sx, sy])) <= params["canal_step_mm"]
+    return keep
 
 
 def canal_spine_axis(grid: Grid, canal: np.ndarray, body: np.ndarray, params: dict) -> np.ndarray:

@@ -71,7 +71,7 @@ def _bones(skeleton, side: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rib_cortex(grid: Grid, lung: np.ndarray, pillars: np.ndarray, blood: np.ndarray, side: str,
-               midline_x: np.ndarray, params: dict) -> np.ndarray:
+               midline_x: np.ndarray, params: dict, axis: np.ndarray | None = None) -> np.ndarray:
     """Ribs by their cortex, whatever the bone labels say: pieces of cortical bone (block maximum above
     ``cortex_hu``) on this side, away from the vertebral bodies and the sternum, that come within
     ``rib_reach_mm`` of the lung somewhere. A rib runs on past a tumour or an effusion that keeps it from the
@@ -81,6 +81,10 @@ def rib_cortex(grid: Grid, lung: np.ndarray, pillars: np.ndarray, blood: np.ndar
     xs = np.arange(lung.shape[0])[:, None, None]
     lateral = xs > midline_x[None, None, :] if side == "right" else xs < midline_x[None, None, :]
     cortex &= lateral
+    if axis is not None:
+        # the laminae and the spinous process (behind the vertebral body, near the midline) lie in the back
+        # muscles, not against the pleura: taken for ribs, they would pull the cage over the paraspinal muscles
+        cortex &= ~_posterior_elements(grid, pillars, axis, params)
     if not cortex.any() or not lung.any():
         return np.zeros(lung.shape, bool)
     box = bounding_box(lung, pad=int(np.ceil(params["rib_reach_mm"] / grid.coarse_spacing.min())) + 1)
@@ -96,6 +100,36 @@ def rib_cortex(grid: Grid, lung: np.ndarray, pillars: np.ndarray, blood: np.ndar
     return keep[lab]
 
 
+def _body_back(pillars_k: np.ndarray, axis_k, max_depth: float, sy: float) -> float:
+    """y of the back of the vertebral body on one slice (y runs forward): the back end of the run of bone that
+    starts at the body's front along the spine's x (the spinal canal behind it breaks the run); the front less
+    ``max_depth`` voxels where the run is longer (no canal found in the labels)."""
+    x0, y_front = int(round(axis_k[0])), axis_k[1]
+    limit = y_front - max_depth
+    col = pillars_k[max(x0 - 1, 0):x0 + 2].any(axis=0)
+    col[int(y_front) + 2:] = False
+    ys = np.flatnonzero(col)
+    if ys.size == 0:
+        return limit
+    runs = np.split(ys, np.flatnonzero(np.diff(ys) > max(1, int(round(3.0 / sy)))) + 1)
+    return max(float(runs[-1][0]), limit)
+
+
+def _posterior_elements(grid: Grid, pillars: np.ndarray, axis: np.ndarray, params: dict) -> np.ndarray:
+    """Per slice, behind the back of the vertebral body and within ``posterior_elements_half_width_mm`` of the
+    spine's x: where the laminae and the spinous process lie."""
+    sx, sy, _ = grid.coarse_spacing
+    out = np.zeros(pillars.shape, bool)
+    xs = np.arange(pillars.shape[0])[:, None]
+    ys = np.arange(pillars.shape[1])[None, :]
+    half = params["posterior_elements_half_width_mm"] / sx
+    depth = params["vertebral_body_depth_mm"] / sy
+    for k in np.flatnonzero(np.isfinite(axis[:, 0]) & np.isfinite(axis[:, 1])):
+        back = _body_back(pillars[:, :, k], axis[k], depth, sy)
+        out[:, :, k] = (np.abs(xs - axis[k, 0]) <= half) & (ys < back)
+    return out
+
+
 def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.ndarray, keep_out: np.ndarray,
                    midline_x: np.ndarray, params: dict, blood: np.ndarray | None = None) -> np.ndarray:
     """The pleural cavity of one side (coarse): where that lung and what replaces or surrounds it can lie.
@@ -105,9 +139,9 @@ def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.n
     sx, sy, _ = grid.coarse_spacing
     nx, ny, nz = lung.shape
     ribs, pillars = _bones(skeleton, side)
-    ribs = ribs | rib_cortex(grid, lung, pillars, blood if blood is not None else np.zeros(lung.shape, bool), side,
-                             midline_x, params)
     axis = skeleton.spine_axis
+    ribs = ribs | rib_cortex(grid, lung, pillars, blood if blood is not None else np.zeros(lung.shape, bool), side,
+                             midline_x, params, axis)
     xs = np.arange(nx)[:, None]
     ys = np.arange(ny)[None, :]
     wall = max(1, int(round(params["chest_wall_mm"] / sx)))
@@ -127,7 +161,8 @@ def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.n
         if ribs_k.sum() >= 3:
             pill = pillars[:, :, k]
             if axis is not None and np.isfinite(axis[k, 1]):  # the vertebral body, not the spinous process
-                pill = pill & (ys >= axis[k, 1] - body_depth)
+                back = _body_back(pill, axis[k], body_depth, sy)
+                pill = pill & (ys >= back)
             hull = slice_hull(ribs_k | pill)
             lateral = xs > midline_x[k] if side == "right" else xs < midline_x[k]
             # the cage: the hull shrunk to the inside of the chest wall, within a band along the rib arc only
