@@ -126,7 +126,7 @@ def process_case(name: str, source: str, out_dir: str, options: dict, attempt: i
                           host=host_name(), **kw)
 
     if is_finished(final):
-        return result("skipped", note="already finished")
+        return _finished_case(final, result, "already finished", options)
     claim, owner = try_claim(batch_state.claims_dir(out), name, options.get("run_id", ""),
                              heartbeat_s=options.get("heartbeat_s", HEARTBEAT_S),
                              stale_after_s=options.get("stale_after_s", STALE_AFTER_S))
@@ -134,7 +134,7 @@ def process_case(name: str, source: str, out_dir: str, options: dict, attempt: i
         return result("skipped", note=f"being analysed by {owner.get('host', '?')} (process {owner.get('pid', '?')})")
     try:
         if is_finished(final):  # finished by the process whose claim was released just before ours
-            return result("skipped", note="already finished")
+            return _finished_case(final, result, "already finished", options)
         folder = OutputFolder(final, overwrite=True, command="medregionct batch")
         staging = folder.start()
         try:
@@ -155,7 +155,7 @@ def process_case(name: str, source: str, out_dir: str, options: dict, attempt: i
                 "findings": findings, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
             if is_finished(final):  # another process finished it meanwhile (its claim had looked abandoned)
                 folder.discard()
-                return result("skipped", note="finished by another process meanwhile")
+                return _finished_case(final, result, "finished by another process meanwhile", options)
             folder.commit()
         except BaseException:
             folder.discard()
@@ -163,10 +163,27 @@ def process_case(name: str, source: str, out_dir: str, options: dict, attempt: i
         return result("done", findings=findings)
     except Exception as error:  # one bad case must not stop the batch: record it and go on
         if is_finished(final):  # lost a rename race to another process: the case is complete all the same
-            return result("skipped", note="finished by another process meanwhile")
+            return _finished_case(final, result, "finished by another process meanwhile", options)
         return result("failed", error=_error_text(error))
     finally:
         claim.release()
+
+
+def _finished_case(final: Path, result, note: str, options: dict) -> CaseResult:
+    """The result for a case whose folder is finished already: "skipped" when an earlier run (or another one now)
+    finished it; "done" when this run did, on a worker the engine lost before its result came back (Dask re-runs
+    a task whose result died with its worker), so the run's counts hold each case it analysed once."""
+    try:
+        record = json.loads((final / CASE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    run_id = options.get("run_id", "")
+    if not run_id or record.get("run") != run_id:
+        return result("skipped", note=note)
+    case = result("done", findings=record.get("findings", 0), note="finished by this run on a worker since lost")
+    case.seconds, case.attempts = record.get("seconds", case.seconds), record.get("attempt", case.attempts)
+    case.host = record.get("host", case.host)
+    return case
 
 
 def run_batch(input_dir, out_dir, workers: int = 1, segmenter: str = "builtin", schema: str = "radgenome10",

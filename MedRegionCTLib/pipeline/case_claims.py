@@ -29,24 +29,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .output_folder import process_alive
+
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
 
 
 def host_name() -> str:
     return socket.gethostname()
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # os.kill(pid, 0) would terminate it on Windows; rely on the heartbeat there
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -91,7 +81,7 @@ def abandoned(path: Path, owner: dict | None, stale_after_s: float, run_id: str 
     """True when the claim at ``path`` (read as ``owner``) may be taken over."""
     if owner is None:
         return False  # gone meanwhile: the caller tries to create it again
-    if owner.get("host") == host_name() and isinstance(owner.get("pid"), int) and not _alive(owner["pid"]):
+    if owner.get("host") == host_name() and isinstance(owner.get("pid"), int) and not process_alive(owner["pid"]):
         return True
     if run_id and owner.get("run") == run_id:
         return True  # a run hands a case out again only when the worker that had it was lost

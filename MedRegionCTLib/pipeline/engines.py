@@ -71,18 +71,9 @@ class LocalEngine:
             pending = {pool.submit(fn, *job): job for job in jobs}
             while pending:
                 done, _ = wait(set(pending), timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    job = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:  # one process died: every job not finished is lost with the pool
-                        on_done(job, None, WorkerLost("a worker process died (killed, or out of memory) before "
-                                                      "this case finished"))
-                        continue
-                    except Exception as error:
-                        on_done(job, None, error)
-                        continue
-                    on_done(job, result, None)
+                for future in done:  # BrokenProcessPool: a process died, and every job not finished with it
+                    _deliver(pending.pop(future), future, on_done, BrokenProcessPool, lambda error: (
+                        "a worker process died (killed, or out of memory) before this case finished"))
                 if pending and is_cancelled(cancel):
                     for future in pending:
                         future.cancel()
@@ -199,23 +190,28 @@ class DaskEngine:
                     continue
                 for future in batch:
                     remaining.discard(future)
-                    job = futures[future]
-                    try:
-                        result = future.result()
-                    except distributed.scheduler.KilledWorker as error:
-                        on_done(job, None, WorkerLost(f"the Dask worker running it died ({_one_line(error)}: "
-                                                      "killed, or out of memory)"))
-                        continue
-                    except Exception as error:
-                        on_done(job, None, error)
-                        continue
-                    on_done(job, result, None)
+                    _deliver(futures[future], future, on_done, distributed.scheduler.KilledWorker, lambda error: (
+                        f"the Dask worker running it died ({_one_line(error)}: killed, or out of memory)"))
         except CancelledError:
             client.cancel(list(remaining))
             raise CancelledError(_CANCELLED) from None
         finally:
             for future in futures:
                 future.release()
+
+
+def _deliver(job, future, on_done, lost, why) -> None:
+    """``on_done`` with a finished future's result or exception; ``lost`` (the engine's exception for a worker
+    that died) becomes :class:`WorkerLost` with the message ``why(error)``."""
+    try:
+        result = future.result()
+    except lost as error:
+        on_done(job, None, WorkerLost(why(error)))
+        return
+    except Exception as error:
+        on_done(job, None, error)
+        return
+    on_done(job, result, None)
 
 
 def _key_parts(job) -> list:

@@ -4,6 +4,7 @@ each case's own measurements.json values."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -70,28 +71,10 @@ def _finished_once(out: Path, result) -> dict:
 
 @pytest.fixture(scope="module")
 def dask_run(inputs, cluster, tmp_path_factory):
+    """One run of the six cases on the two workers; once each worker has finished a case, the worker process
+    holding the claim of an unfinished case is killed (SIGKILL, as the out-of-memory killer does)."""
     _, client = cluster
     out = tmp_path_factory.mktemp("dask") / "out"
-    started = time.perf_counter()
-    result = run_batch(inputs, out, engine="dask", scheduler=client.scheduler.address, formats=("json",))
-    return out, result, time.perf_counter() - started, _worker_pids(client)
-
-
-def test_two_dask_workers_process_the_six_phantoms_each_once(dask_run, inputs):
-    out, result, _, pids = dask_run
-    runs = _finished_once(out, result)
-    assert {r["pid"] for r in runs.values()} == pids  # both worker processes took cases, none was this one
-    assert os.getpid() not in pids
-    summary = json.loads((out / "batch.json").read_text())
-    assert summary["engine"]["engine"] == "dask" and summary["counts"] == {"done": 6, "skipped": 0, "failed": 0}
-
-    again = run_batch(inputs, out, engine="dask", scheduler=summary["engine"]["scheduler"])
-    assert {c.status for c in again.cases} == {"skipped"}  # resumed: nothing redone
-
-
-def test_a_worker_killed_in_the_middle_of_a_case_still_finishes_every_case_once(inputs, cluster, tmp_path):
-    _, client = cluster
-    out = tmp_path / "out"
     pids = _worker_pids(client)
     killed = {}
     outcome = {}
@@ -100,14 +83,18 @@ def test_a_worker_killed_in_the_middle_of_a_case_still_finishes_every_case_once(
         try:
             outcome["result"] = run_batch(inputs, out, engine="dask", scheduler=client.scheduler.address,
                                           formats=("json",))
-        except BaseException as error:  # surfaced below
+        except BaseException as error:  # surfaced by the tests
             outcome["error"] = error
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not killed and time.monotonic() < deadline and thread.is_alive():
-        for claim in (out / STATE_DIR / "claims").glob("*.claim"):
+        finished_by = set()
+        for record in out.glob("case*/case.json"):
+            with contextlib.suppress(OSError, ValueError):
+                finished_by.add(json.loads(record.read_text())["pid"])
+        for claim in (out / STATE_DIR / "claims").glob("*.claim") if finished_by >= pids else ():
             try:
                 owner = json.loads(claim.read_text())
             except (OSError, ValueError):
@@ -117,12 +104,49 @@ def test_a_worker_killed_in_the_middle_of_a_case_still_finishes_every_case_once(
                 killed.update(owner)
                 break
         time.sleep(0.05)
-    thread.join(timeout=180)
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the batch did not end"
+    client.wait_for_workers(2, timeout=60)  # the nanny's new worker process (it may have started after the run)
+    return out, outcome, killed, pids, _worker_pids(client)
+
+
+def test_two_dask_workers_finish_the_six_phantoms_each_once_though_one_is_killed_mid_case(dask_run):
+    out, outcome, killed, pids, pids_after = dask_run
     assert killed, "no worker was caught in the middle of a case"
     assert "error" not in outcome, outcome.get("error")
     runs = _finished_once(out, outcome["result"])
-    assert runs[killed["case"]]["pid"] != killed["pid"]  # finished by another worker process
-    assert killed["pid"] not in _worker_pids(client)  # the nanny started a new worker
+    assert pids <= {r["pid"] for r in runs.values()} <= pids | pids_after  # both workers took cases, only workers
+    assert os.getpid() not in pids | pids_after
+    assert runs[killed["case"]]["pid"] != killed["pid"]  # the killed worker's case finished by another worker
+    assert killed["pid"] not in pids_after and len(pids_after) == 2  # the nanny started a new worker
+    summary = json.loads((out / "batch.json").read_text())
+    assert summary["engine"]["engine"] == "dask" and summary["counts"] == {"done": 6, "skipped": 0, "failed": 0}
+
+
+def test_slicer_process_directory_resumes_on_dask_and_by_shards(dask_run, inputs, cluster, monkeypatch):
+    """The Slicer module's Logic (real MRML classes, no application) with the Dask engine and with shards, run
+    again over the finished folder: nothing redone, and each shard lists exactly its own cases."""
+    pytest.importorskip("slicer", reason="needs the MRML classes: pip install -e '.[test]' (slicer-core)")
+    from slicer_module_loader import load_module
+
+    from MedRegionCTLib.pipeline.shards import shard_of
+
+    out = dask_run[0]
+    _, client = cluster
+    before = {n: (out / n / "case.json").stat().st_mtime_ns for n in CASES}
+    logic = load_module(monkeypatch).MedRegionCTLogic()
+    again = logic.processDirectory(str(inputs), str(out), engine="dask", scheduler=client.scheduler.address,
+                                   formats=("json",))
+    assert again.engine == {"engine": "dask", "scheduler": client.scheduler.address}
+    assert sorted(c.name for c in again.cases) == CASES and {c.status for c in again.cases} == {"skipped"}
+    for i in range(2):
+        part = logic.processDirectory(str(inputs), str(out), shard=f"{i}/2", formats=("json",))
+        assert part.shard == f"{i}/2" and {c.status for c in part.cases} <= {"skipped"}
+        assert sorted(c.name for c in part.cases) == [n for n in CASES if shard_of(n, 2) == i]
+        assert part.other_shards == len(CASES) - len(part.cases)
+    assert {n: (out / n / "case.json").stat().st_mtime_ns for n in CASES} == before
+    with pytest.raises(InputError, match="--workers is for --engine local"):
+        logic.processDirectory(str(inputs), str(out), engine="dask", scheduler=client.scheduler.address, workers=2)
 
 
 def test_cohort_table_holds_each_cases_own_measurements(dask_run):

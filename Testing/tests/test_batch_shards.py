@@ -183,3 +183,19 @@ def test_many_processes_claiming_the_same_cases_get_each_case_once(tmp_path):
         p.stdin.close()
         p.wait(timeout=30)
     assert sorted(won, key=int) == [str(i) for i in range(40)]  # each case won by exactly one process
+
+
+def test_a_case_this_run_finished_on_a_lost_worker_counts_as_done(tmp_path):
+    """Dask runs a task again when the worker holding its result died before the result was fetched: the second
+    run of the task finds the case finished by its own run and reports it done (not skipped), once."""
+    from MedRegionCTLib.pipeline.batch import process_case
+
+    case = tmp_path / "out" / "c1"
+    case.mkdir(parents=True)
+    (case / "case.json").write_text(json.dumps({"case": "c1", "status": "done", "run": "run-1", "seconds": 2.5,
+                                                "findings": 3, "attempt": 1, "host": "node7"}))
+    again = process_case("c1", "c1.nii.gz", str(tmp_path / "out"), {"run_id": "run-1"})
+    assert (again.status, again.findings, again.host, again.seconds) == ("done", 3, "node7", 2.5)
+    later = process_case("c1", "c1.nii.gz", str(tmp_path / "out"), {"run_id": "run-2"})
+    assert (later.status, later.note) == ("skipped", "already finished")
+    assert not list((tmp_path / "out" / STATE_DIR).glob("claims/*"))
