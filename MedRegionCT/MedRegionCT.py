@@ -258,14 +258,16 @@ class MedRegionCTLogic(ScriptedLoadableModuleLogic):
 
     def processDirectory(self, inputDir, outputDir, workers=1, schema="radgenome10", reporter="measurement",
                          reporterOptions=None, formats=("json", "md", "html"), lesions=True, progress=None,
-                         cancel=None, onCase=None):
+                         cancel=None, onCase=None, engine="local", scheduler=None, shard=None, retries=1):
         """Every CT in ``inputDir`` into ``outputDir/<case>/`` (MedRegionCTLib.pipeline.batch.run_batch):
-        resumable, failures recorded in ``outputDir/batch.json``. No scene nodes are created."""
+        resumable from any machine sharing ``outputDir``, a failed case retried ``retries`` times, failures listed
+        in ``outputDir/failures.json``. ``engine``: "local" (``workers`` processes) or "dask" with ``scheduler``
+        (a Dask scheduler's address); ``shard``: "i/N" for one part of the folder. No scene nodes are created."""
         from MedRegionCTLib.pipeline.batch import run_batch
 
         return run_batch(inputDir, outputDir, workers=workers, schema=schema, reporter=reporter, formats=formats,
                          lesions=lesions, reporter_options=reporterOptions or {}, progress=progress, cancel=cancel,
-                         on_case=onCase)
+                         on_case=onCase, engine=engine, scheduler=scheduler, shard=shard, retries=retries)
 
 
 class MedRegionCTTest(ScriptedLoadableModuleTest):

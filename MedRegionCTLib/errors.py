@@ -66,3 +66,7 @@ class ServerError(MedRegionCTError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class ClusterError(MedRegionCTError):
+    """A distributed engine (a Dask scheduler and its workers) could not be reached or cannot run the cases."""

@@ -319,5 +319,5 @@ class ModuleWidget:
 
     def onBatchDone(self, job, result, error):
         if self._finishRun(job, error, "batch"):
-            self.ui.statusLabel.text = _(
-                "Batch: {done} done, {skipped} skipped, {failed} failed (see batch.json).").format(**result.counts())
+            self.ui.statusLabel.text = _("Batch: {done} done, {skipped} skipped, {failed} failed (listed in "
+                                         "failures.json).").format(**result.counts())

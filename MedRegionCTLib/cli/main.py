@@ -22,6 +22,7 @@ COMMANDS = {
     "measure": "measure",
     "report": "report",
     "batch": "batch",
+    "cohort": "cohort",
     "evaluate": "evaluate",
     "train": "train",
     "serve": "serve",

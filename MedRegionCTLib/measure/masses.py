@@ -8,7 +8,8 @@ ball of ``open_radius_mm`` so that vessels, septa, spicules and thin bands of at
 tissue at least a ball wide is left; each piece of at least ``min_volume_ml`` that is not a tube (elongation at
 most ``max_elongation``: vessels are long and thin, masses are not) is a mass candidate. Its margins are given
 back where the opening rounded them: the solid voxels within ``margin_mm`` of the opened core that are connected
-to it. Whether it is a mass or consolidation is then decided on air bronchograms
+to it (the reporting rules read this mask); a reported mass is measured on those within ``measure_margin_mm``,
+nearer to it than to any other candidate. Whether it is a mass or consolidation is then decided on air bronchograms
 (:func:`.lesions.assess_consolidation`).
 
 What each candidate touches is read from the labels around it: the mediastinum (mediastinal organs), the hilum
@@ -61,34 +62,72 @@ def find_masses(hu: np.ndarray, lung: np.ndarray, affine, params: dict, cancel=N
     comps, n = ndimage.label(core)
     found: list[Lesion] = []
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    margin = tuple(int(np.ceil(p["margin_mm"] / s)) + 1 for s in spacing)
     pieces = []
     for i, sl in enumerate(ndimage.find_objects(comps), start=1):
         if sl is not None:
             pieces.append((comps[sl] == i, tuple(slice(o.start + s.start, o.start + s.stop)
                                                  for o, s in zip(obox, sl, strict=True))))
-    for piece, at in _compact(pieces, spacing, p, voxel_ml, cancel):
-        # back on the box grid, then the margins the opening rounded off
-        win = _grow(at, margin, solid.shape)
-        seed = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
-        seed[tuple(slice(a.start - w.start, a.stop - w.start) for a, w in zip(at, win, strict=True))] = piece
-        near = ndimage.distance_transform_edt(~seed, sampling=spacing) <= p["margin_mm"]
-        grown = near & solid[win]
-        labels, _ = ndimage.label(grown)
-        keep = np.unique(labels[seed & grown])
-        mask = np.isin(labels, keep[keep > 0]) | seed
-        sub = crop_of(mask)
-        full = tuple(slice(b.start + w.start + s.start, b.start + w.start + s.stop)
-                     for b, w, s in zip(box, win, sub, strict=True))
-        found.append(Lesion("mass", full, mask[sub], {"elongation": _elongation(piece, spacing),
-                                                      "core_volume_ml": float(piece.sum() * voxel_ml)}))
+    compact = list(_compact(pieces, spacing, p, voxel_ml, cancel))
+    # every core, on one grid: a margin given back never crosses into a neighbour's nearer half
+    owner = np.zeros(solid.shape, dtype=np.int32)
+    for n, (piece, at) in enumerate(compact, start=1):
+        owner[at][piece] = n
+    for n, (piece, at) in enumerate(compact, start=1):
+        mask, full = _given_back(piece, at, solid, None, n, spacing, p["margin_mm"], box)
+        les = Lesion("mass", full, mask, {"elongation": _elongation(piece, spacing),
+                                          "core_volume_ml": float(piece.sum() * voxel_ml)})
+        # The rules on what a candidate is read the margin they were set on; the lesion as reported is measured
+        # on what the openings took off (up to a ball's width where a tumour infiltrates the lung around it;
+        # a lesion that aerated lung bounds gains nothing), never past the half-way line to another candidate
+        wide, wide_at = _given_back(piece, at, solid, owner, n, spacing, p["measure_margin_mm"], box)
+        les.attributes["measured_mask"] = (wide_at, wide)
+        found.append(les)
     return found
 
 
-def contact_share(lesion: Lesion, labels: np.ndarray, value: int, affine, reach_mm: float = 3.0) -> float:
-    """Share of the lesion's surroundings (within ``reach_mm`` outside it) that carry label ``value``."""
+def _given_back(piece, at, solid, owner, n: int, spacing, margin_mm: float, box):
+    """The core ``piece`` (at ``at`` on the box grid) with the solid voxels within ``margin_mm`` of it that connect
+    to it and, given ``owner`` (every core labelled on the box grid), lie nearer to it than to any other core.
+    Returns ``(mask, slices on the CT grid)``."""
+    margin = tuple(int(np.ceil(margin_mm / s)) + 1 for s in spacing)
+    win = _grow(at, margin, solid.shape)
+    seed = np.zeros(tuple(w.stop - w.start for w in win), dtype=bool)
+    seed[tuple(slice(a.start - w.start, a.stop - w.start) for a, w in zip(at, win, strict=True))] = piece
+    dist = ndimage.distance_transform_edt(~seed, sampling=spacing)
+    near = dist <= margin_mm
+    if owner is not None:
+        # a core up to twice the margin away can claim the voxels half-way
+        reach = _grow(win, margin, solid.shape)
+        others = (owner[reach] > 0) & (owner[reach] != n)
+        if others.any():
+            inner = tuple(slice(w.start - r.start, w.stop - r.start) for w, r in zip(win, reach, strict=True))
+            near &= dist < ndimage.distance_transform_edt(~others, sampling=spacing)[inner]  # a tie is neither's
+    grown = near & solid[win]
+    labels, _ = ndimage.label(grown)
+    keep = np.unique(labels[seed & grown])
+    mask = np.isin(labels, keep[keep > 0]) | seed
+    sub = crop_of(mask)
+    full = tuple(slice(b.start + w.start + s.start, b.start + w.start + s.stop)
+                 for b, w, s in zip(box, win, sub, strict=True))
+    return mask[sub], full
+
+
+def heart_contact_share(lesion: Lesion, labels: np.ndarray, heart: int, mediastinum: int | None, affine,
+                        wall_mm: float, reach_mm: float = 3.0) -> float:
+    """Share of the lesion's surroundings on the heart: the heart's label, or the mediastinum's within ``wall_mm``
+    of it (on a contrast CT the heart's mask is the blood pool; the myocardium, the atrial appendage and the
+    pericardium around it fall to the mediastinum)."""
     shell, win = _shell(lesion, labels.shape, affine, reach_mm)
-    return float(np.count_nonzero(labels[win][shell] == value)) / max(int(np.count_nonzero(shell)), 1)
+    spacing = _spacing(affine)
+    pad = tuple(int(np.ceil(wall_mm / s)) + 1 for s in spacing)
+    outer = _grow(win, pad, labels.shape)
+    inner = tuple(slice(w.start - o.start, w.stop - o.start) for w, o in zip(win, outer, strict=True))
+    on_heart = labels[outer] == heart
+    near = on_heart[inner]
+    if mediastinum is not None and on_heart.any():
+        near = near | ((labels[win] == mediastinum)
+                       & (ndimage.distance_transform_edt(~on_heart, sampling=spacing)[inner] <= wall_mm))
+    return float(np.count_nonzero(near[shell])) / max(int(np.count_nonzero(shell)), 1)
 
 
 def _shell(lesion: Lesion, shape, affine, reach_mm: float):

@@ -23,7 +23,7 @@ from .lesions import (
     find_nodules,
     find_pleural_effusions,
 )
-from .masses import contact_share, continues_up_and_down, find_masses, touching
+from .masses import continues_up_and_down, find_masses, heart_contact_share, touching
 from .pleural_fluid import effusions_from_label
 from .position import Frame, describe_position, lobe_of
 from .sentences import clinical_sentences, lesion_sentence, structure_sentence
@@ -408,6 +408,24 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
     nodules = [n for n in nodules if not any(_inside(n, m) for m in masses)]
     def describe(les, search: str) -> bool:
         """Fill in the lesion's attributes; False (and recorded as unreported) below the reporting confidence."""
+        measured = les.attributes.pop("measured_mask", None)
+        if not judge(les, search):
+            return False
+        if measured is not None:  # reported: measured on the margins its opening took off
+            judged_kind, judged = les.kind, les.attributes
+            les.crop, les.mask = measured
+            confidence = les.confidence
+            fill_in(les, search)
+            les.confidence = confidence
+            # what it is stays what the rules judged (a wider margin may take in a neighbour's bronchus)
+            if "consolidation" in (judged_kind, les.kind):
+                les.kind = judged_kind
+                for key in ("air_bronchograms", "air_bronchogram_length_mm", "told_from_consolidation"):
+                    if key in judged:
+                        les.attributes[key] = judged[key]
+        return True
+
+    def fill_in(les, search: str) -> None:
         describe_nodule(les, hu, affine, si, params, mass_min, lung)
         a = les.attributes
         a["bbox_index"] = [[lo + s.start, hi + s.start] for (lo, hi), s in zip(a["bbox_index"], les.crop, strict=True)]
@@ -426,6 +444,12 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
         # candidate of the nodule search touching the mediastinal vessels keeps a low confidence and is not
         # reported (the mass search has its own rules for the hilum and the mediastinum, below).
         a["distance_to_hilar_vessels_mm"] = distance_to(les, hilar, affine)
+
+    def judge(les, search: str) -> bool:
+        """Fill in the lesion's attributes and apply the reporting rules; False (and recorded as unreported) below
+        the reporting confidence."""
+        fill_in(les, search)
+        a = les.attributes
         # (on a coarse grid the vessels' masks are coarse too: the reach is at least hilar_distance_voxels)
         near_vessels = a["distance_to_hilar_vessels_mm"] <= max(params["hilar_distance_mm"], params[
             "hilar_distance_voxels"] * float(np.max(axes.spacing)))
@@ -442,8 +466,9 @@ def _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, ob
             off_midline < mp["mediastinal_reach_mm"] and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"]))
         # against the heart lie the atrial appendage, the pericardial fat pads and whatever of the heart its
         # mask missed: a candidate resting on it is reported only from the mediastinal size
-        cardiac = "heart" in index_of and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"] and contact_share(
-            les, arr, index_of["heart"], affine) >= mp["heart_contact_share"]
+        cardiac = "heart" in index_of and a["max_diameter_mm"] < mp["mediastinal_mass_min_mm"] and heart_contact_share(
+            les, arr, index_of["heart"], index_of.get("mediastinum"), affine, mp["heart_wall_mm"]) >= mp[
+            "heart_contact_share"]
         # the superior vena cava, the azygos vein and the descending aorta run up and down beside the mediastinum:
         # a piece much taller than it is wide, near the midline, is one of them
         vertical = off_midline < mp["vertical_vessel_reach_mm"] and a["extent_mm"][2] >= mp[

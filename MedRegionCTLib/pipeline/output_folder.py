@@ -46,7 +46,8 @@ def _manifest_files(folder: Path) -> set[str]:
         return set()
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (True where that cannot be told: not POSIX)."""
     if os.name != "posix":  # os.kill(pid, 0) terminates the process on Windows
         return True
     try:
@@ -128,7 +129,7 @@ class OutputFolder:
         prefix = f".{self.out.name}{_STAGING}"
         for path in parent.glob(f"{prefix}*"):
             pid = path.name[len(prefix):].split("-")[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
 
     # --- staging and commit --------------------------------------------------------------------------------

@@ -301,11 +301,12 @@ class _Writer:
                                 kind=LIMITATION_SENTENCE)
 
     def fluid_floor_ml(self) -> str:
-        """The smallest pleural fluid the chain reports: the segmenter's floor when it labelled the fluid, the
-        reporting threshold otherwise (what an absence of fluid is stated down to)."""
+        """What an absence of pleural fluid is stated down to: the reporting threshold, raised to the smallest
+        fluid the segmenter reports and to the size its search was checked to find, where it says."""
         meta = (self.case.labelmap.meta or {}) if self.case.labelmap is not None else {}
-        floor = meta.get("pleural_fluid_min_ml", self.thresholds["pleural_effusion_volume_ml"]["threshold"])
-        return _num(floor, 0)
+        floors = [self.thresholds["pleural_effusion_volume_ml"]["threshold"]]
+        floors += [meta[k] for k in ("pleural_fluid_min_ml", "pleural_fluid_absence_floor_ml") if k in meta]
+        return _num(max(floors), 0)
 
     def lesion_provenance(self, les: dict) -> list[str]:
         """How a lung lesion was found and placed, where that limits it (the lobe of a zone model)."""

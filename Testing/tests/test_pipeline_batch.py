@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from MedRegionCTLib.phantom import make_phantom
 from MedRegionCTLib.pipeline.batch import read_summary, run_batch
 from MedRegionCTLib.report import Report
@@ -26,6 +28,9 @@ def test_batch_finishes_the_good_cases_lists_the_corrupt_one_and_resumes(tmp_pat
     assert not (out / "broken").exists() and not list(out.glob(".*partial"))
     summary = read_summary(out)
     assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert result.failed[0].attempts == 2  # tried once more at the end of the run, then listed
+    failures = json.loads((out / "failures.json").read_text(encoding="utf-8"))["failures"]
+    assert [(f["case"], f["error"]) for f in failures] == [("broken", result.failed[0].error)]
 
     before = (out / "case1" / "report.json").stat().st_mtime_ns
     again = run_batch(inputs, out)

@@ -55,9 +55,14 @@ def _stand_in(name: str, *subs: str) -> None:
         module = types.ModuleType(name)
         module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         sys.modules[name] = module
+        _STAND_INS.append(name)
         for sub in subs:
             setattr(module, sub, types.ModuleType(f"{name}.{sub}"))
             sys.modules[f"{name}.{sub}"] = getattr(module, sub)
+            _STAND_INS.append(f"{name}.{sub}")
+
+
+_STAND_INS: list[str] = []
 
 
 _stand_in("torchvision", "transforms")
@@ -66,6 +71,9 @@ sys.path.insert(0, str(REFERENCE / "src"))
 from Dataset.radgenome_dataset_test import RadGenomeDataset_Test  # noqa: E402
 from Model.my_embedding_layer import MyEmbedding  # noqa: E402
 from Model.Reg2RG import Reg2RG  # noqa: E402
+
+for _name in _STAND_INS:  # Reg2RG's modules hold them now; the rest of the test process must not see a fake package
+    sys.modules.pop(_name, None)  # (pyarrow, for one, takes any importable `pandas` for the real one)
 
 from MedRegionCTLib.model import MedRegionModel  # noqa: E402
 from MedRegionCTLib.model.reg2rg import import_reg2rg  # noqa: E402

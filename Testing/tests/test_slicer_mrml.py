@@ -11,6 +11,8 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="needs the MRML classes: pip install -e '.[test]' (slicer-core)")
 vtk = pytest.importorskip("vtk")
 
+from slicer_module_loader import load_module  # noqa: E402
+
 from MedRegionCTLib import slicer_mrml as sm  # noqa: E402
 from MedRegionCTLib.anatomy import LabelTable, build_regions, load_schema  # noqa: E402
 from MedRegionCTLib.errors import InputError  # noqa: E402
@@ -365,43 +367,9 @@ def test_report_text_nodes(scene):
 
 
 # --- the module's Logic on real MRML, without the Slicer application ----------------------------------------
-def _load_module(monkeypatch):
-    """MedRegionCT.py with stand-ins for the parts only the Slicer application has (Qt, the scripted-module base
-    classes, the parameter node decorator, translation); every MRML class is the real one."""
-    import importlib.util
-    import types
-    from pathlib import Path
-
-    qt = types.ModuleType("qt")
-    base = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class _Base:
-        def __init__(self, parent=None):
-            self.parent = parent
-
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleWidget",
-                 "ScriptedLoadableModuleTest"):
-        setattr(base, name, type(name, (_Base,), {}))
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    for name, module in (("qt", qt), ("slicer.ScriptedLoadableModule", base),
-                         ("slicer.parameterNodeWrapper", wrapper), ("slicer.i18n", i18n)):
-        monkeypatch.setitem(sys.modules, name, module)
-    # the application object: only its version (Slicer 5.10) is read at import
-    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(majorVersion=5, minorVersion=10), raising=False)
-    path = Path(__file__).resolve().parents[2] / "MedRegionCT" / "MedRegionCT.py"
-    monkeypatch.syspath_prepend(str(path.parent))
-    spec = importlib.util.spec_from_file_location("MedRegionCT_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_module_logic_process_headless(case, monkeypatch):
     ph, regions, measurements = case
-    module = _load_module(monkeypatch)
+    module = load_module(monkeypatch)
     scene = slicer.vtkMRMLScene()
     monkeypatch.setattr(slicer, "mrmlScene", scene, raising=False)
     volume_node = sm.volume_to_node(ph.volume, scene=scene, name="Phantom CT")

@@ -117,6 +117,8 @@ class BuiltinSegmenter:
             meta["pleural_fluid_ml"] = {s: round(float(found.pleural.effusion[s].sum() * v), 1)
                                         for s in ("left", "right")}
             meta["pleural_fluid_min_ml"] = float(self.params["pleural_space"]["effusion_side_min_ml"])
+        # what an absence of fluid may be stated down to: the size the search was checked to find
+        meta["pleural_fluid_absence_floor_ml"] = float(self.params["pleural_space"]["absence_floor_ml"])
         steps.report(1.0, "done")
         return LabelMap(array, volume.affine.copy(), names, meta)
 
@@ -224,18 +226,35 @@ class BuiltinSegmenter:
             lobes = fissure_model(grid, lungs.left, lungs.right, lobes, p["fissures"])
         found = Found(body, air, lungs, chest, blood, skeleton, med, thyroid, breasts, abdomen, lobes, pleural, notes)
         if chest and height is not None:
-            found.dome_mm = _dome_heights(grid, height, lungs)
+            found.dome_mm = _dome_heights(grid, height, lungs, p["diaphragm"]["dome_rest_mm"])
         return found
 
 
-def _dome_heights(grid: Grid, height: np.ndarray, lungs) -> dict:
-    """Per side, the world RAS z (mm) of the diaphragm dome: the highest point of the fitted surface under that
-    lung (its median over the lung's footprint above the lowest quarter would mix in the recesses)."""
+def _dome_heights(grid: Grid, height: np.ndarray, lungs, rest_mm: float) -> dict:
+    """Per side, the world RAS z (mm) of the diaphragm dome: the highest point of the fitted surface where that
+    lung rests on it (its floor within ``rest_mm`` of the surface) outside the medial third of the lung's width.
+    Medially the lung rests on the heart, the aorta and the crura (contrast-filled blood counts as an organ
+    under the floor), and over the heart the surface is only carried across: neither says where the dome is.
+    (Its median over the footprint above the lowest quarter would mix in the recesses.)"""
+    feet = {side: getattr(lungs, side).any(axis=2) for side in ("left", "right")}
+    centre_x = {side: np.nonzero(foot)[0].mean() for side, foot in feet.items() if foot.sum() >= 20}
     out = {}
-    for side in ("left", "right"):
-        foot = getattr(lungs, side).any(axis=2)
-        if foot.sum() < 20:
+    for side, foot in feet.items():
+        if side not in centre_x:
             continue
+        lung = getattr(lungs, side)
+        floor = np.argmax(lung, axis=2)
+        part = foot & (np.abs(floor - height) <= rest_mm / grid.coarse_spacing[2])
+        other = [x for s, x in centre_x.items() if s != side]
+        if other:
+            xs = np.nonzero(foot)[0]
+            lo, hi = xs.min(), xs.max()
+            third = (hi - lo) / 3.0
+            column_x = np.arange(foot.shape[0])[:, None]
+            medial = column_x > hi - third if other[0] > centre_x[side] else column_x < lo + third
+            part &= ~medial
+        if part.sum() >= 20:
+            foot = part
         k = float(np.percentile(height[foot], 90))
         centre = np.argwhere(foot).mean(axis=0)
         # canonical grid: z index grows superiorly; coarse slice k lies at fine index k * factor
