@@ -178,3 +178,53 @@ def test_empty_air_volume_gives_a_clear_note():
     assert not lm.present()
     assert any("no body" in note for note in lm.meta["notes"])
     assert "body_trunc" in lm.meta["not_found"]
+
+
+def _arc(shape, centre, radius, a0, a1, thick=1.5):
+    xs, ys = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    dx, dy = xs - centre[0], ys - centre[1]
+    ang = np.degrees(np.arctan2(dy, dx)) % 360
+    return (np.abs(np.hypot(dx, dy) - radius) <= thick) & (ang >= a0) & (ang <= a1)
+
+
+def test_girdle_touching_a_rib_lends_it_no_pieces_of_cage():
+    # a bone piece partly outside the cage is split voxel by voxel; where no rib crosses a direction the scapula
+    # is itself the innermost bone, and that part of it, not joined to a rib, stays girdle (lung1016's apex)
+    from types import SimpleNamespace
+
+    from MedRegionCTLib.data import load_json
+    from MedRegionCTLib.segment.builtin.bones import _outside_the_cage
+
+    params = load_json("builtin_segmenter.json")["bones"]
+    shape, c = (100, 100, 5), (50, 50)
+    grid = SimpleNamespace(coarse_spacing=np.array([2.0, 2.0, 3.0]))
+    xs, ys = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    disc = np.hypot(xs - c[0], ys - c[1]) <= 47
+    body = np.repeat(disc[:, :, None], shape[2], axis=2)
+    axis = np.tile([50.0, 80.0, 20.0], (shape[2], 1))
+    slab = lambda m: np.repeat(m[:, :, None], shape[2], axis=2)  # noqa: E731
+    ribs = slab(_arc(shape[:2], c, 30, 90, 270))
+    rib_on = slab(_arc(shape[:2], c, 30, 271, 300))              # the rib going on, far from the lung
+    strut = slab(_arc(shape[:2], c, 35, 283, 289, thick=5))       # joins it to the scapula
+    over = slab(_arc(shape[:2], c, 40, 240, 300))                # the scapula over the rib
+    beyond = slab(_arc(shape[:2], c, 40, 300, 345))              # and where no rib is
+    piece = rib_on | strut | over | beyond
+    girdle, cage_ribs = _outside_the_cage(grid, piece, piece | ribs, body, axis, params, ribs=ribs, k_low=0)
+    assert cage_ribs[rib_on & ~strut].mean() > 0.9
+    far_end = slab(_arc(shape[:2], c, 40, 315, 345))
+    assert girdle[far_end].all() and not cage_ribs[far_end].any()
+    assert girdle[over & ~strut].all()
+
+
+
+def test_contrast_pool_goes_on_only_between_the_lungs_outer_edges():
+    # the vessels of the arm run beside the scapula and the humerus, whose marrow is as dense as enhanced blood
+    from MedRegionCTLib.segment.builtin.mediastinum import _between_the_lungs
+
+    lungs = np.zeros((40, 10, 8), bool)
+    lungs[10:15, 3:6, 2:5] = True
+    lungs[25:32, 3:6, 3:6] = True
+    inner = _between_the_lungs(lungs)
+    assert inner[10:32, :, 3].all() and not inner[:10, :, 3].any() and not inner[32:, :, 3].any()
+    assert inner[25:32, :, 7].all() and not inner[:25, :, 7].any()  # above the apex: the top slice's edges
+    assert inner[10:15, :, 0].all() and not inner[15:, :, 0].any()

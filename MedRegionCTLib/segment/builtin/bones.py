@@ -145,7 +145,8 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
     other = rest & ~ribs & ~arm
     # below the lungs (and beside a tumour or fluid) a rib is far from any lung: what is not outside the cage
     # of ribs is rib
-    girdle, cage_ribs = _outside_the_cage(grid, other, rest & ~arm, body, axis, params)
+    k_low = None if carina is None else int(carina[2] - round(params["scapula_lowest_below_carina_mm"] / sz))
+    girdle, cage_ribs = _outside_the_cage(grid, other, rest & ~arm, body, axis, params, ribs=ribs, k_low=k_low)
     ribs |= cage_ribs
     other = girdle
     if carina is not None and other.any():
@@ -702,14 +703,19 @@ def _cage_centre(body_slice: np.ndarray, axis_k) -> tuple[float, float] | None:
     return (float(axis_k[0]) if np.isfinite(axis_k[0]) else c[0]), c[1]
 
 
-def _outside_the_cage(grid: Grid, bone: np.ndarray, cage: np.ndarray, body: np.ndarray, axis, params: dict):
+def _outside_the_cage(grid: Grid, bone: np.ndarray, cage: np.ndarray, body: np.ndarray, axis, params: dict,
+                      ribs: np.ndarray | None = None, k_low: int | None = None):
     """Split the pieces of ``bone`` into those outside the rib cage (shoulder girdle, arms) and ribs, by anatomy:
     seen from the cage's centre, the ribs are the innermost bone of the body's wall (``cage``: all bone but the
     column, the sternum and the arms, within ``cage_wall_mm`` of the skin) in each direction; the scapula, the
     clavicle and the humerus lie outside a rib, with muscle between (``cage_gap_mm``). Directions are pooled
     over a few degrees and slices, so a rib crossing the slice nearby counts. A piece is outside when over
     ``cage_mixed_share[1]`` of it is, inside when under ``cage_mixed_share[0]``; in between it is split voxel
-    by voxel."""
+    by voxel, and what of it is not outside stays rib only where it continues a rib (touches ``ribs``, the bone
+    already named rib beside the lung) or lies wholly below ``k_low`` (the scapula's lowest slice, from the
+    carina; None: no limit): where no rib crosses a direction nearby, the scapula is itself the innermost bone
+    there, and its pieces, taken for rib, pulled the pleural cage out over the shoulder muscles
+    (realct_pathology/lung1016's apex)."""
     sx, sy, sz = grid.coarse_spacing
     nbins = 72
     spread = 2  # bins (5 degrees each) either side
@@ -756,6 +762,21 @@ def _outside_the_cage(grid: Grid, bone: np.ndarray, cage: np.ndarray, body: np.n
         whole[1:] = share > hi
         mixed[1:] = (share > lo) & (share <= hi)
         girdle = whole[lab] | (mixed[lab] & outside)
+        inner = mixed[lab] & ~outside
+        if inner.any():
+            touching = ribs if ribs is not None else np.zeros(bone.shape, bool)
+            ilab, m = masks.label(inner, connectivity=3)
+            if m:
+                near = ndi.binary_dilation(touching, structure=np.ones((3, 3, 3), bool)) & inner
+                goes_on = np.zeros(m + 1, bool)
+                goes_on[np.unique(ilab[near])] = True
+                goes_on[0] = True
+                # or lies below the scapula's lowest reach (unknown without a carina): a lower rib, far from the
+                # lungs under their bases (realct/04)
+                for j, box in enumerate(ndi.find_objects(ilab), start=1):
+                    if box is not None and not goes_on[j]:
+                        goes_on[j] = k_low is None or box[2].stop <= k_low
+                girdle |= ~goes_on[ilab]
     return girdle, bone & ~girdle
 
 

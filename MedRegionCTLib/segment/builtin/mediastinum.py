@@ -117,13 +117,33 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
     pool = big | (ndi.binary_dilation(big, iterations=2) & ((sm > lo) & (sm < hi) | lumen) & ~cortex & ~lungs)
     if column_found:  # on along the aorta and the great vessels past the lungs, clear of the column
         reach = np.isfinite(spine_axis[:, 0])
-        free = ((sm > lo) & (sm < hi) | lumen) & body & ~cortex & ~lungs & ~vertebrae & reach[None, None, :]
+        # and between the lungs' outer edges: out to the side the vessels of the arm run beside the scapula
+        # and the humerus, whose marrow is as dense as enhanced blood (with the column followed up into the
+        # neck, realct_pathology/lung1028's pool ran down the arm into both and took them off the skeleton)
+        inner = _between_the_lungs(lungs)
+        free = ((sm > lo) & (sm < hi) | lumen) & body & ~cortex & ~lungs & ~vertebrae & reach[None, None, :] & inner
         pool = ndi.binary_propagation(pool & free, mask=free) | pool
         # a few voxels on past thin calcium (a dissection's dotted flap, a calcified wall) into the blood beyond
-        past = ((sm > lo) & (sm < hi) | lumen) & body & ~(dense & ~lumen) & ~lungs & ~vertebrae
+        past = ((sm > lo) & (sm < hi) | lumen) & body & ~(dense & ~lumen) & ~lungs & ~vertebrae & inner
         pool |= ndi.binary_dilation(pool, iterations=params["past_calcium_voxels"], mask=past)
     # what the blood rings (the flap's calcium, the lumen inside it, valve calcium) is no bone
     return masks.fill_holes_axial(pool) & body
+
+
+def _between_the_lungs(lungs: np.ndarray) -> np.ndarray:
+    """Per slice, x between the lungs' outer edges (left edge of the leftmost lung voxel to the right edge of the
+    rightmost); above the apices and below the bases, the edges of the nearest slice with lung."""
+    nx, _, nz = lungs.shape
+    out = np.zeros(lungs.shape, bool)
+    ks = np.flatnonzero(lungs.any(axis=(0, 1)))
+    if ks.size == 0:
+        return ~out
+    xs = np.arange(nx)
+    for k in range(nz):
+        j = ks[np.argmin(np.abs(ks - k))]
+        cols = np.flatnonzero(lungs[:, :, j].any(axis=1))
+        out[:, :, k] = ((xs >= cols[0]) & (xs <= cols[-1]))[:, None]
+    return out
 
 
 def soft_tissue(grid: Grid, params: dict, contrast: bool) -> np.ndarray:
