@@ -307,7 +307,8 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
     if carina is not None:
         cx, cy, ck = carina
         k1 = int(ck - round(15.0 / sz))
-        for k in (k1, k1 - 1, k1 + 1, k1 - 2, k1 + 2):
+        # near 15 mm below the carina first; then up to the carina's level, above an enlarged heart
+        for k in (k1, k1 - 1, k1 + 1, k1 - 2, k1 + 2, *range(k1 + 3, int(ck) + 1)):
             if not 0 <= k < nz:
                 continue
             window = ((xs - cx) * sx >= -12) & ((xs - cx) * sx <= 55) & ((ys - cy) * sy >= 5) \
