@@ -161,7 +161,8 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
                                 (-10, -42, -270)]]  # the abdominal aorta runs in front of the spine
     # a smooth curve through the points: a measuring plane across a kink would cut the tube obliquely
     aorta = Tube(*smooth_polyline(aorta_pts, [15, r_asc, r_asc, 14, 13.5, 12.5, 12, 12, 11.5, 11], 6.0))
-    svc = Tube([j((48, 12, 75)), j((48, 15, -30))], 9.5)
+    # the superior vena cava comes down beside the ascending aorta and drains into the right atrium
+    svc = Tube([j((48, 12, 75)), j((48, 15, -30)), j((22, 25, -55))], 9.5)
     brachiocephalic = Tube([j((5, 14, 50)), j((15, 6, 92))], 6.5)
     carotid_l = Tube([j((-8, 4, 52)), j((-22, -12, 150))], 4.5)
     subclavian_l = Tube([j((-20, -5, 50)), j((-38, -12, 95)), j((-70, -10, 105))], 5.0)

@@ -327,14 +327,18 @@ def find_aorta(grid: Grid, st, space, spine_axis, carina, under_diaphragm, param
     if carina is not None:
         cx, cy, ck = carina
         k1 = int(ck - round(15.0 / sz))
-        for k in (k1, k1 - 1, k1 + 1, k1 - 2, k1 + 2):
+        # near 15 mm below the carina first; then up to the carina's level, above an enlarged heart
+        for k in (k1, k1 - 1, k1 + 1, k1 - 2, k1 + 2, *range(k1 + 3, int(ck) + 1)):
             if not 0 <= k < nz:
                 continue
             window = ((xs - cx) * sx >= -12) & ((xs - cx) * sx <= 55) & ((ys - cy) * sy >= 5) \
                 & ((ys - cy) * sy <= 80)
-            hit = _circle_in(st[:, :, k], sp2, window & space[:, :, k], params["ascending_min_radius_mm"], r_hi)
+            hit = _circle_in(st[:, :, k], sp2, window & space[:, :, k], params["ascending_min_radius_mm"],
+                             params["ascending_max_radius_mm"])
             if hit is not None:
                 up = _track(grid, st, k, hit, +1, hit[2], top_k, params)
+                if hit[2] > r_hi and len(up) * sz < params["ascending_wide_tube_mm"]:
+                    continue  # wider than a normal aorta and not a tube going up: a heart chamber
                 down = _track(grid, st, k, hit, -1, hit[2], None, params)
                 asc = down[::-1] + [(k, hit)] + up
                 break
