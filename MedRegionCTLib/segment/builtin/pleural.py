@@ -142,6 +142,9 @@ def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.n
     axis = skeleton.spine_axis
     ribs = ribs | rib_cortex(grid, lung, pillars, blood if blood is not None else np.zeros(lung.shape, bool), side,
                              midline_x, params, axis)
+    if axis is not None:
+        # whatever a piece of bone is named, behind the vertebral body near the midline it lies in the back muscles
+        ribs &= ~_posterior_elements(grid, pillars, axis, params)
     xs = np.arange(nx)[:, None]
     ys = np.arange(ny)[None, :]
     wall = max(1, int(round(params["chest_wall_mm"] / sx)))
