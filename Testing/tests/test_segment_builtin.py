@@ -228,3 +228,18 @@ def test_contrast_pool_goes_on_only_between_the_lungs_outer_edges():
     assert inner[10:32, :, 3].all() and not inner[:10, :, 3].any() and not inner[32:, :, 3].any()
     assert inner[25:32, :, 7].all() and not inner[:25, :, 7].any()  # above the apex: the top slice's edges
     assert inner[10:15, :, 0].all() and not inner[15:, :, 0].any()
+
+
+def test_contrast_pool_passes_a_sliver_of_lung_base_beside_the_aorta():
+    # realct/01: the lowest lung slices hold only a sliver of one base; kept to its edges, the pool stopped above
+    # it and the aorta below was labelled rib (1,330 voxels of TotalSegmentator's aorta)
+    from MedRegionCTLib.segment.builtin.mediastinum import _between_the_lungs
+
+    lungs = np.zeros((40, 10, 12), bool)
+    lungs[5:35, 3:6, 3:10] = True     # both lungs
+    lungs[5:8, 3:6, 2] = True         # a sliver of the right base below them
+    lungs[30:33, 3:6, 10:12] = True   # and a narrow apex above
+    assert not _between_the_lungs(lungs)[20, 0, 2]        # edges slice by slice: the aorta's x is cut off
+    inner = _between_the_lungs(lungs, window=2)
+    assert inner[5:35, :, 0:3].all() and not inner[35:, :, 0:3].any()  # the sliver takes the wider slices' edges
+    assert inner[30:33, :, 11].all() and not inner[:30, :, 11].any()   # the apex keeps its own (the arm's vessels)

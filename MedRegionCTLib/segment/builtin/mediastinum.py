@@ -120,7 +120,7 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
         # and between the lungs' outer edges: out to the side the vessels of the arm run beside the scapula
         # and the humerus, whose marrow is as dense as enhanced blood (with the column followed up into the
         # neck, realct_pathology/lung1028's pool ran down the arm into both and took them off the skeleton)
-        inner = _between_the_lungs(lungs)
+        inner = _between_the_lungs(lungs, int(round(params["pool_side_window_mm"] / grid.coarse_spacing[2])))
         free = ((sm > lo) & (sm < hi) | lumen) & body & ~cortex & ~lungs & ~vertebrae & reach[None, None, :] & inner
         pool = ndi.binary_propagation(pool & free, mask=free) | pool
         # a few voxels on past thin calcium (a dissection's dotted flap, a calcified wall) into the blood beyond
@@ -130,19 +130,26 @@ def contrast_blood(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict
     return masks.fill_holes_axial(pool) & body
 
 
-def _between_the_lungs(lungs: np.ndarray) -> np.ndarray:
+def _between_the_lungs(lungs: np.ndarray, window: int = 0) -> np.ndarray:
     """Per slice, x between the lungs' outer edges (left edge of the leftmost lung voxel to the right edge of the
-    rightmost); above the apices and below the bases, the edges of the nearest slice with lung."""
+    rightmost); above the apices and below the bases, those of the nearest slice with lung. In the lower half of
+    the lungs and below them, the outermost edges over the slices with lung within ``window`` slices: a slice
+    there may hold only a sliver of one base, beside which the aorta runs on down to the hiatus (the arm's
+    vessels, which the edges are kept for, leave the chest at the apex)."""
     nx, _, nz = lungs.shape
     out = np.zeros(lungs.shape, bool)
     ks = np.flatnonzero(lungs.any(axis=(0, 1)))
     if ks.size == 0:
         return ~out
     xs = np.arange(nx)
+    middle = (ks[0] + ks[-1]) / 2.0
+    cols = {j: np.flatnonzero(lungs[:, :, j].any(axis=1)) for j in ks}
     for k in range(nz):
         j = ks[np.argmin(np.abs(ks - k))]
-        cols = np.flatnonzero(lungs[:, :, j].any(axis=1))
-        out[:, :, k] = ((xs >= cols[0]) & (xs <= cols[-1]))[:, None]
+        near = ks[np.abs(ks - j) <= window] if k < middle else [j]
+        lo = min(cols[i][0] for i in near)
+        hi = max(cols[i][-1] for i in near)
+        out[:, :, k] = ((xs >= lo) & (xs <= hi))[:, None]
     return out
 
 
