@@ -4,6 +4,7 @@ clinical measures and their sentences, as one :class:`Measurements` with ``to_js
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -11,6 +12,7 @@ from scipy import ndimage
 from ..anatomy import build_regions, class_group, load_schema, patient_axes, side_of
 from ..errors import InputError
 from ..progress import Steps, check_cancel
+from ..threads import in_background
 from . import clinical as clin
 from .assessability import coverage, quality_checks
 from .intensity import PERCENTILES, hu_statistics
@@ -195,6 +197,14 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
                              "lung_z_range_mm": list(frame.z_range), "percentiles": list(PERCENTILES),
                              "lesion_search": bool(lesions)})
 
+    # --- lesion candidates, on another core while the structures are measured -------------------------
+    lesion_search = None
+    if lesions:
+        # a segmenter that looked for pleural fluid (and labels what it found) is trusted when it found none
+        fluid_segmented = "pleural_fluid_ml" in (labelmap.meta or {})
+        lesion_search = in_background(partial(_lesions, out, hu, arr, index_of, lobe_index, affine, axes, frame,
+                                              cancel, objects, fluid_segmented))
+
     # --- structures ---------------------------------------------------------------------------------
     for name, idx in sorted(index_of.items(), key=lambda t: t[1]):
         check_cancel(cancel, "measurement")
@@ -234,11 +244,8 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
                              counts)
     steps.advance("clinical measures")
 
-    # --- lesion candidates --------------------------------------------------------------------------
-    if lesions:
-        # a segmenter that looked for pleural fluid (and labels what it found) is trusted when it found none
-        fluid_segmented = "pleural_fluid_ml" in (labelmap.meta or {})
-        _lesions(out, hu, arr, index_of, lobe_index, affine, axes, frame, cancel, objects, fluid_segmented)
+    if lesion_search is not None:
+        lesion_search.result()
     # what the data can support: coverage of each lung and the segmentation's quality checks
     out.meta["coverage"] = coverage(arr, index_of, affine, si)
     out.meta["quality_checks"] = quality_checks(

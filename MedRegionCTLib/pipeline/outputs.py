@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ..atomic import atomic_write, write_json
 from ..errors import InputError
+from ..threads import run_all
 
 REPORT_FORMATS = ("json", "md", "html", "dicom")
 DEFAULT_FORMATS = ("json", "md", "html")
@@ -58,7 +60,7 @@ def write_segmentation(out: Path, labelmap, regions, schema, method: str, scope:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # names={} so write_nifti writes no sidecar: labels.json below carries names and the not-found list.
-    write_nifti(LabelMap(labelmap.array, labelmap.affine, {}), out / "labels.nii.gz")
+    volumes = [(labelmap.array, out / "labels.nii.gz")]
     meta = labelmap.meta
     labels_info = {
         "labels": {str(k): v for k, v in sorted(labelmap.names.items())},
@@ -89,10 +91,14 @@ def write_segmentation(out: Path, labelmap, regions, schema, method: str, scope:
             "expected_in_chest_ct": r.region.expected_in_chest_ct,
         }
         if not r.empty:
-            path = out / "regions" / f"{r.key}.nii.gz"
-            write_nifti(LabelMap(r.mask.astype(np.uint8), labelmap.affine, {}), path)
+            volumes.append((r.mask, out / "regions" / f"{r.key}.nii.gz"))
             entry["file"] = f"regions/{r.key}.nii.gz"
         region_info[r.key] = entry
+    # gzip lets go of the interpreter while it compresses: the files are written side by side
+    def write(array, path):  # a region's uint8 copy made only when its turn comes
+        write_nifti(LabelMap(array.astype(np.uint8) if array.dtype == bool else array, labelmap.affine, {}), path)
+
+    run_all([partial(write, array, path) for array, path in volumes])
     missing = [r.key for r in regions if r.empty and r.region.expected_in_chest_ct]
     summary = {"schema": schema.name, "regions": region_info, "missing_expected_regions": missing}
     write_json(out / "regions.json", summary)

@@ -68,7 +68,6 @@ def split_arms(grid: Grid, trunk: np.ndarray, lungs: np.ndarray, params: dict) -
     """Arms held down and touching the trunk: per axial slice, where the outline has a notch in front of and
     behind the flank beyond the lungs' sideways extent (the armpit folds), the part outside the line joining the
     two notches is arm. Returns (trunk without arms, arms)."""
-    from skimage.morphology import convex_hull_image
 
     arms = np.zeros(trunk.shape, bool)
     if not lungs.any():
@@ -86,7 +85,7 @@ def split_arms(grid: Grid, trunk: np.ndarray, lungs: np.ndarray, params: dict) -
         bx = np.flatnonzero(b.any(axis=1))
         if lx0 <= bx[0] and bx[-1] <= lx1:
             continue  # nothing beside the lungs' extent
-        hull = convex_hull_image(b)
+        hull = masks.convex_hull_2d(b)
         defect = hull & ~b
         if not defect.any():
             continue

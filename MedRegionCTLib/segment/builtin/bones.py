@@ -138,8 +138,7 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
     sternum = _anterior_to_lungs(sternum, lungs)
     rest = bone & ~spine & ~sternum
     # the shoulder girdle and arms lie outside the rib cage: farther from the lungs than a rib can be
-    near_lung = ndi.distance_transform_edt(~lungs, sampling=grid.coarse_spacing) <= params["rib_max_from_lung_mm"] \
-        if lungs.any() else np.zeros(bone.shape, bool)
+    near_lung = masks.within_mm(lungs, params["rib_max_from_lung_mm"], grid.coarse_spacing)
     arm = rest & ndi.binary_dilation(extremities, iterations=2)
     ribs = rest & near_lung & ~arm
     other = rest & ~ribs & ~arm
@@ -189,9 +188,7 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
     if leftover.any():
         # spine voxels without a level and small unclassified pieces join their nearest labelled neighbour
         if (parts > 0).any():
-            _, idx = ndi.distance_transform_edt(parts == 0, return_indices=True)
-            fill = parts[tuple(idx)]
-            parts[leftover] = fill[leftover]
+            parts[leftover] = masks.nearest_label(parts, leftover)
         else:
             notes.append("bones found but not told apart")
     return Skeleton(bone, parts, names, axis, how, notes, canal)
@@ -921,7 +918,6 @@ def _body_hull(closed: np.ndarray, hu: np.ndarray, free: np.ndarray, canal_k, or
     largest piece ``vertebra_hull_from_canal_mm`` or more ahead of the canal's centre (the canal's front
     wall); its hull adds what is free, denser than fatty marrow, and within ``vertebral_body_half_width_mm``
     of the canal's plane."""
-    from skimage.morphology import convex_hull_image
     sx, sy = spacing
     gx = (np.arange(closed.shape[0]) + origin[0] - canal_k[0]) * sx
     gy = (np.arange(closed.shape[1]) + origin[1] - canal_k[1]) * sy
@@ -933,7 +929,7 @@ def _body_hull(closed: np.ndarray, hu: np.ndarray, free: np.ndarray, canal_k, or
     body = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
     if body.sum() < 3:
         return np.zeros_like(closed)
-    hull = convex_hull_image(body)
+    hull = masks.convex_hull_2d(body)
     return hull & zone & free & ~closed & (hu > params["fatty_marrow_hu"])
 
 

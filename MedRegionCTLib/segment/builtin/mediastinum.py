@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.graph import route_through_array
-from skimage.morphology import convex_hull_image
 
 from . import masks
 from .grid import Grid, bounding_box
@@ -39,7 +38,7 @@ def lung_hull(lungs: np.ndarray) -> np.ndarray:
         sl = lungs[:, :, k]
         if sl.sum() >= 4:
             box = bounding_box(sl, pad=1)
-            hull[box + (k,)] = convex_hull_image(sl[box])
+            hull[box + (k,)] = masks.convex_hull_2d(sl[box])
     _HULL_CACHE.update(key=key, shape=lungs.shape, hull=hull)
     return hull
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import convex_hull_image
 
 from . import masks
 from .grid import Grid
@@ -55,7 +54,7 @@ def find_breasts(grid: Grid, body: np.ndarray, lungs: np.ndarray, params: dict) 
         b = body[:, :, k]
         if b.sum() < 100:
             continue
-        hull = convex_hull_image(b)
+        hull = masks.convex_hull_2d(b)
         defect = hull & ~b
         xs = np.flatnonzero(b.any(axis=1))
         mid = int(round((xs[0] + xs[-1]) / 2))
@@ -92,7 +91,7 @@ def abdominal_cavity(grid: Grid, body: np.ndarray, under: np.ndarray, bone: np.n
         inner = ndi.binary_erosion(b, iterations=wall)
         cage = bone[:, :, k]
         if cage.sum() > 20:
-            inner &= convex_hull_image(cage)
+            inner &= masks.convex_hull_2d(cage)
         if np.isfinite(spine_axis[k, 1]):
             inner &= ys > spine_axis[k, 1]
         out[:, :, k] = inner & under[:, :, k] & ~cage

@@ -130,14 +130,16 @@ def paint_airways_and_bones(paint: Painter, grid: Grid, found, p: dict) -> None:
         return
     box = bounding_box(ndi.binary_dilation(skeleton.bone), pad=1)
     fine, m = grid.refine_fast(skeleton.bone, bone_condition(p["bones"]), box=box)
-    if blood.any():  # contrast-filled blood next to a bone is not bone
-        m &= ~grid.nearest(ndi.binary_dilation(blood), box)[1]
+    keep_out = grid.nearest(ndi.binary_dilation(blood), box)[1] if blood.any() else None
+    if keep_out is not None:  # contrast-filled blood next to a bone is not bone
+        m &= ~keep_out
     # every voxel near a bone takes the part of its nearest coarse bone voxel (edges included)
-    parts = skeleton.parts[box]
-    _, idx = ndi.distance_transform_edt(parts == 0, return_indices=True)
     filled = np.zeros_like(skeleton.parts)
-    filled[box] = parts[tuple(idx)]
-    del idx
+    filled[box] = parts = skeleton.parts[box]
+    # (only within a coarse voxel of the bone: refine_fast looks no farther)
+    edge = ndi.binary_dilation(skeleton.bone)[box] & (parts == 0)
+    if edge.any():
+        filled[box][edge] = masks.nearest_label(parts, edge)
     _, part = grid.nearest(filled, box)
     lut = np.zeros(len(skeleton.names) + 1, np.uint16)
     lut[1:] = [paint.index[n] for n in skeleton.names]
@@ -156,7 +158,6 @@ def paint_airways_and_bones(paint: Painter, grid: Grid, found, p: dict) -> None:
 
     canal = to_fine(skeleton.canal) if skeleton.canal is not None else None
     column = to_fine(skeleton.spine_axis) if skeleton.spine_axis is not None else None
-    keep_out = grid.nearest(ndi.binary_dilation(blood), box)[1] if blood.any() else None
     solid_vertebrae(view, grid.hu[fine], [paint.index[n] for n in skeleton.names if n.startswith("vertebrae")],
                     column, canal, grid.spacing, p["bones"], paint.only("body_trunc", "mediastinum",
                                                                          "abdominal_cavity"), keep_out)

@@ -21,11 +21,12 @@ by soft tissue (a tumour's necrotic core is not an effusion). Contrast-filled bl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import convex_hull_image
 
+from ...threads import run_all
 from . import masks
 from .grid import Grid, bounding_box
 
@@ -52,7 +53,7 @@ def slice_hull(mask2d: np.ndarray) -> np.ndarray:
     if box is None or mask2d.sum() < 3:
         return mask2d.copy()
     try:
-        out[box] = convex_hull_image(mask2d[box])
+        out[box] = masks.convex_hull_2d(mask2d[box])
     except ValueError:  # collinear points: no area
         out[box] = mask2d[box]
     return out
@@ -128,6 +129,13 @@ def _posterior_elements(grid: Grid, pillars: np.ndarray, axis: np.ndarray, param
         back = _body_back(pillars[:, :, k], axis[k], depth, sy)
         out[:, :, k] = (np.abs(xs - axis[k, 0]) <= half) & (ys < back)
     return out
+
+
+def _distance_to(mask: np.ndarray, spacing) -> np.ndarray:
+    """mm to the nearest voxel of ``mask`` (infinite everywhere when it is empty)."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf)
+    return ndi.distance_transform_edt(~mask, sampling=spacing)
 
 
 def pleural_cavity(grid: Grid, lung: np.ndarray, skeleton, side: str, body: np.ndarray, keep_out: np.ndarray,
@@ -323,20 +331,28 @@ def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.nda
     keep_out = organs | bone | blood
     if params["mediastinum_margin_mm"] >= 0:
         keep_out |= _central_mediastinum(grid, organs, _pillars(skeleton), axis, params)
-    cavity, field_, effusion = {}, {}, {}
-    for side in ("left", "right"):
-        lung = getattr(lungs, side)
-        cavity[side] = pleural_cavity(grid, lung, skeleton, side, body, keep_out | under, midline, params, blood)
+    sides = ("left", "right")
+    outside = keep_out | under
+    # the two sides are independent until their cavities meet: one thread each
+    cavity = dict(zip(sides, run_all([partial(pleural_cavity, grid, getattr(lungs, side), skeleton, side, body,
+                                              outside, midline, params, blood) for side in sides])))
     # a voxel both cavities claim goes to the nearer lung
     both = cavity["left"] & cavity["right"]
     if both.any():
-        dl = ndi.distance_transform_edt(~lungs.left, sampling=grid.coarse_spacing)
-        dr = ndi.distance_transform_edt(~lungs.right, sampling=grid.coarse_spacing)
-        cavity["left"] &= ~(both & (dr < dl))
-        cavity["right"] &= ~(both & (dl <= dr))
-    for side in ("left", "right"):
-        field_[side], effusion[side] = sort_cavity(grid, getattr(lungs, side), cavity[side], under, contrast,
-                                                   params)
+        # on both's box grown by reach: a distance within reach is exact there, and where one lung is within
+        # reach the nearer one is known; only voxels farther than reach from both need the whole grid
+        reach = max(params["lung_hull_reach_mm"], params["wall_band_mm"] + params["chest_wall_mm"])
+        box = masks.padded_box(both, [int(np.ceil(reach / s)) + 1 for s in grid.coarse_spacing])
+        dl, dr = (_distance_to(getattr(lungs, side)[box], grid.coarse_spacing) for side in ("left", "right"))
+        if ((dl > reach) & (dr > reach) & both[box]).any():
+            box = (slice(None),) * 3
+            dl, dr = (_distance_to(getattr(lungs, side), grid.coarse_spacing) for side in ("left", "right"))
+        cavity["left"][box] &= ~(both[box] & (dr < dl))
+        cavity["right"][box] &= ~(both[box] & (dl <= dr))
+    sorted_ = run_all([partial(sort_cavity, grid, getattr(lungs, side), cavity[side], under, contrast, params)
+                       for side in sides])
+    field_ = {side: f for side, (f, _) in zip(sides, sorted_)}
+    effusion = {side: e for side, (_, e) in zip(sides, sorted_)}
     for side in ("left", "right"):  # a side's fluid counts from effusion_side_min_ml in all
         if effusion[side].sum() * grid.coarse_voxel_ml < params["effusion_side_min_ml"]:
             effusion[side] = np.zeros(effusion[side].shape, bool)

@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 
 from ...data import load_json
 from ...progress import ProgressCallback, Steps
+from ...threads import run_all
 from ...volume import LabelMap, Volume
 from . import masks
 from .airways import Airways, find_airways
@@ -206,24 +207,33 @@ class BuiltinSegmenter:
         if chest and float(grid.spacing[:2].max()) > p["pleural_space"]["max_in_plane_mm"]:
             notes.append(f"pixels of {float(grid.spacing[:2].max()):.1f} mm: the lung field is the aerated lung "
                          "only (no pleural cavity is rebuilt on so coarse a grid)")
-        pleural = None
-        if chest and float(grid.spacing[:2].max()) <= p["pleural_space"]["max_in_plane_mm"]:
+        def pleural_space():
+            if not chest or float(grid.spacing[:2].max()) > p["pleural_space"]["max_in_plane_mm"]:
+                return None
             organs = med.heart | med.aorta | med.esophagus | ndi.binary_dilation(air.tree, iterations=1)
-            pleural = pleural_spaces(grid, lungs, skeleton, body.trunk, organs, under, med.contrast, blood,
-                                     p["pleural_space"])
+            return pleural_spaces(grid, lungs, skeleton, body.trunk, organs, under, med.contrast, blood,
+                                  p["pleural_space"])
+
+        def the_rest():  # thyroid, breasts, abdomen and lobes: none of them waits for the pleural spaces
+            thyroid = find_thyroid(grid, air.trachea, lungs.both, body.trunk, skeleton.bone, med.contrast,
+                                   p["thyroid"])
+            breasts = find_breasts(grid, body.trunk, lungs.both, p["breast"]) if chest else empty
+            abdomen = empty
+            if height is not None:
+                abdomen = abdominal_cavity(grid, body.trunk, under, skeleton.bone, skeleton.spine_axis,
+                                           p["abdomen"])
+            lobes = bases_model()
+            if chest:
+                lobes = zone_model(grid, lungs.left, lungs.right, air.carina)
+                lobes = fissure_model(grid, lungs.left, lungs.right, lobes, p["fissures"])
+            return thyroid, breasts, abdomen, lobes
+
+        pleural, (thyroid, breasts, abdomen, lobes) = run_all([pleural_space, the_rest])
+        if pleural is not None:
             notes += pleural.notes
             taken = pleural.field["left"] | pleural.field["right"] | pleural.effusion["left"] | \
                 pleural.effusion["right"]
             med.space &= ~taken
-        thyroid = find_thyroid(grid, air.trachea, lungs.both, body.trunk, skeleton.bone, med.contrast, p["thyroid"])
-        breasts = find_breasts(grid, body.trunk, lungs.both, p["breast"]) if chest else empty
-        abdomen = empty
-        if height is not None:
-            abdomen = abdominal_cavity(grid, body.trunk, under, skeleton.bone, skeleton.spine_axis, p["abdomen"])
-        lobes = bases_model()
-        if chest:
-            lobes = zone_model(grid, lungs.left, lungs.right, air.carina)
-            lobes = fissure_model(grid, lungs.left, lungs.right, lobes, p["fissures"])
         found = Found(body, air, lungs, chest, blood, skeleton, med, thyroid, breasts, abdomen, lobes, pleural, notes)
         if chest and height is not None:
             found.dome_mm = _dome_heights(grid, height, lungs, p["diaphragm"]["dome_rest_mm"])
