@@ -243,3 +243,24 @@ def test_contrast_pool_passes_a_sliver_of_lung_base_beside_the_aorta():
     inner = _between_the_lungs(lungs, window=2)
     assert inner[5:35, :, 0:3].all() and not inner[35:, :, 0:3].any()  # the sliver takes the wider slices' edges
     assert inner[30:33, :, 11].all() and not inner[:30, :, 11].any()   # the apex keeps its own (the arm's vessels)
+
+
+def test_an_upright_tube_in_front_of_the_column_is_no_bone():
+    # a calcified aorta (wall dense, lumen filled in) runs down in front of the vertebral body; a rib beside the
+    # body runs round the chest; the humerus, also upright, is far to the side
+    from MedRegionCTLib.data import load_json
+    from MedRegionCTLib.segment.builtin.bones import _upright_tubes
+
+    params = load_json("builtin_segmenter.json")["bones"]
+    shape = (120, 100, 20)   # 2 mm voxels; y runs forward
+    xs, ys = np.mgrid[0:shape[0], 0:shape[1]]
+    rest = np.zeros(shape, bool)
+    aorta2d = (xs - 55) ** 2 + (ys - 50) ** 2 <= 6 ** 2          # 24 mm across, 10 mm left of the axis, in front
+    humerus2d = (xs - 110) ** 2 + (ys - 45) ** 2 <= 5 ** 2       # 20 mm across, 100 mm to the side
+    for k in range(shape[2]):
+        rest[:, :, k] |= aorta2d | humerus2d
+        rest[62 + k:70 + k, 30:34, k] = True                       # a rib: beside the body, moving out as it descends
+    axis = np.tile(np.array([60.0, 40.0, 25.0]), (shape[2], 1))  # x, front and back of the vertebral body
+    tubes = _upright_tubes(rest, axis, (2.0, 2.0, 2.0), params)
+    assert tubes[:, :, 5][aorta2d].all()
+    assert not tubes[:, :, 5][humerus2d].any() and not tubes[62:80, 30:34, :].any()

@@ -137,6 +137,11 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
     # the sternum is the anterior midline bone in front of the lungs' front edge, not a rib end crossing it
     sternum = _anterior_to_lungs(sternum, lungs)
     rest = bone & ~spine & ~sternum
+    # a calcified aorta (its wall dense, its lumen filled in as marrow) runs beside the column as an upright tube
+    vessel = _upright_tubes(rest, axis, grid.coarse_spacing, params)
+    if vessel.any():
+        bone = bone & ~vessel
+        rest &= ~vessel
     # the shoulder girdle and arms lie outside the rib cage: farther from the lungs than a rib can be
     near_lung = masks.within_mm(lungs, params["rib_max_from_lung_mm"], grid.coarse_spacing)
     arm = rest & ndi.binary_dilation(extremities, iterations=2)
@@ -192,6 +197,38 @@ def split_skeleton(grid: Grid, bone: np.ndarray, body: np.ndarray, lungs: np.nda
         else:
             notes.append("bones found but not told apart")
     return Skeleton(bone, parts, names, axis, how, notes, canal)
+
+
+def _upright_tubes(rest: np.ndarray, axis: np.ndarray | None, spacing, params: dict) -> np.ndarray:
+    """Pieces of ``rest`` (bone off the column and the sternum) that are a calcified aorta, not bone: over at
+    least ``tube_min_height_mm`` every axial section is ``tube_diameter_mm`` across (the aorta is 15-35 mm) and,
+    on most of them, its centre lies within ``tube_reach_mm`` of the column's x and in front of the vertebral
+    body, at most ``tube_front_mm`` ahead of it (the aorta runs down against the column's front; a rib's head
+    sits beside the body, not in front of it, and the costal cartilages meet far in front)."""
+    out = np.zeros(rest.shape, bool)
+    if axis is None:
+        return out
+    sx, sy, sz = spacing
+    lab, _ = masks.label(rest, connectivity=3)
+    lo_d, hi_d = params["tube_diameter_mm"]
+    for j, box in enumerate(ndi.find_objects(lab), start=1):
+        if box is None or (box[2].stop - box[2].start) * sz < params["tube_min_height_mm"]:
+            continue
+        piece = lab[box] == j
+        placed = []
+        for k in range(piece.shape[2]):
+            xy = np.argwhere(piece[:, :, k])
+            extent = max((np.ptp(xy[:, 0]) + 1) * sx, (np.ptp(xy[:, 1]) + 1) * sy) if xy.size else 0.0
+            x0, y_front = axis[box[2].start + k, :2]
+            if not lo_d <= extent <= hi_d or not np.isfinite(x0 + y_front):
+                placed.append(False)
+                continue
+            cx, cy = xy[:, 0].mean() + box[0].start, xy[:, 1].mean() + box[1].start
+            ahead = (cy - y_front) * sy
+            placed.append(abs(cx - x0) * sx <= params["tube_reach_mm"] and 0.0 <= ahead <= params["tube_front_mm"])
+        if np.mean(placed) >= 0.8:
+            out[box] |= piece
+    return out
 
 
 def spine_midline(grid: Grid, body: np.ndarray, params: dict) -> float | None:
