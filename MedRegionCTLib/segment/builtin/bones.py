@@ -295,7 +295,6 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
     sx, sy, sz = grid.coarse_spacing
     out = np.full((nz, 2), np.nan)
     sm = ndi.gaussian_filter(grid.coarse, 0.7)
-    lo_a, hi_a = params["canal_area_mm2"]
     lo_hu, hi_hu = params["canal_hu"]
     found = {}
     open_rings = {}
@@ -320,16 +319,9 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
         edge[-1, :] |= xb == nx
         edge &= body[win]
         holes = ndi.binary_fill_holes(bright | edge) & ~bright & ~edge & body[win]
-        lab, n = ndi.label(holes)
+        lab, _ = ndi.label(holes)
         best = None
-        for i, box in enumerate(ndi.find_objects(lab), start=1):
-            piece = lab[box] == i
-            area = piece.sum() * sx * sy
-            if not lo_a <= area <= hi_a:
-                continue
-            c = np.argwhere(piece).mean(axis=0) + [box[0].start + xa, box[1].start]
-            if abs(c[0] - mid) * sx > params["canal_off_midline_mm"] or c[1] > y_mid:
-                continue
+        for i, box, piece, c in _canal_sized_pieces(lab, (sx, sy), xa, mid, y_mid, params):
             hu = float(np.median(sm[win][box][piece]))
             if not lo_hu <= hu <= hi_hu:
                 continue
@@ -407,6 +399,24 @@ def _canal_chain(found: dict, spacing, needed_mm: float, params: dict):
     return ks, pts, best
 
 
+def _canal_sized_pieces(lab: np.ndarray, spacing, xa: int, mid: float, y_mid: float, params: dict):
+    """The labelled pieces of one slice's search window (its x starts at ``xa``) that could be the canal: of a
+    canal's area, their centre near the midline ``mid`` and in the back half (y at most ``y_mid``). Yields
+    (label, box, piece, centre (x, y) on the slice)."""
+    sx, sy = spacing
+    lo_a, hi_a = params["canal_area_mm2"]
+    for i, box in enumerate(ndi.find_objects(lab), start=1):
+        if box is None:
+            continue
+        piece = lab[box] == i
+        if not lo_a <= piece.sum() * sx * sy <= hi_a:
+            continue
+        c = np.argwhere(piece).mean(axis=0) + [box[0].start + xa, box[1].start]
+        if abs(c[0] - mid) * sx > params["canal_off_midline_mm"] or c[1] > y_mid:
+            continue
+        yield i, box, piece, c
+
+
 def _canal_by_rays(sm: np.ndarray, bright: np.ndarray, body: np.ndarray, spacing, xa: int, mid: float,
                    y_mid: float, params: dict):
     """The spinal canal on one slice where its bony ring is not closed (partial volume of thick slices): pixels
@@ -429,17 +439,9 @@ def _canal_by_rays(sm: np.ndarray, bright: np.ndarray, body: np.ndarray, spacing
             seen[max(-ox, 0):bright.shape[0] - max(ox, 0), max(-oy, 0):bright.shape[1] - max(oy, 0)] |= src
         hits += seen
     enclosed = cand & (hits >= params["canal_rays_hit"])
-    lab, n = ndi.label(enclosed)
-    lo_a, hi_a = params["canal_area_mm2"]
+    lab, _ = ndi.label(enclosed)
     best = None
-    for i, box in enumerate(ndi.find_objects(lab), start=1):
-        piece = lab[box] == i
-        area = piece.sum() * sx * sy
-        if not lo_a <= area <= hi_a:
-            continue
-        c = np.argwhere(piece).mean(axis=0) + [box[0].start + xa, box[1].start]
-        if abs(c[0] - mid) * sx > params["canal_off_midline_mm"] or c[1] > y_mid:
-            continue
+    for _, box, piece, c in _canal_sized_pieces(lab, (sx, sy), xa, mid, y_mid, params):
         score = float(hits[box][piece].mean()) / 16.0
         if best is None or abs(c[0] - mid) < abs(best[0] - mid):
             best = (c[0], c[1], score)

@@ -144,13 +144,15 @@ def block_mean(a: np.ndarray, factors, with_max: bool = False):
     return (out, peak) if with_max else out
 
 
-def bounding_box(mask: np.ndarray, pad: int = 0):
-    """Tuple of slices around the True voxels (grown by ``pad``), or None for an empty mask."""
+def bounding_box(mask: np.ndarray, pad=0):
+    """Tuple of slices around the True voxels (grown by ``pad`` voxels: one number, or one per axis), or None for
+    an empty mask."""
     if not mask.any():
         return None
+    pads = [pad] * mask.ndim if np.isscalar(pad) else list(pad)
     out = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         hit = np.flatnonzero(mask.any(axis=other))
-        out.append(slice(max(0, hit[0] - pad), min(mask.shape[axis], hit[-1] + 1 + pad)))
+        out.append(slice(max(0, int(hit[0]) - pads[axis]), min(mask.shape[axis], int(hit[-1]) + 1 + pads[axis])))
     return tuple(out)

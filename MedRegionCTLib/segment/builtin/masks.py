@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull, QhullError
+
+from .grid import bounding_box
 
 
 def ball(radius_mm: float, spacing) -> np.ndarray:
@@ -114,22 +117,13 @@ def keep_touching(mask: np.ndarray, seeds: np.ndarray, connectivity: int = 1) ->
     return hit[labels]
 
 
-def padded_box(mask: np.ndarray, pads) -> tuple[slice, ...]:
-    """Slices around the True voxels of a non-empty ``mask``, grown by ``pads`` voxels per axis."""
-    box = []
-    for axis, pad in enumerate(pads):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(hit[0]) - pad, 0), int(hit[-1]) + 1 + pad))
-    return tuple(box)
-
-
 def within_mm(mask: np.ndarray, mm: float, spacing) -> np.ndarray:
     """Voxels within ``mm`` of ``mask`` (Euclidean, in millimetres), computed on the mask's box grown by that
     distance only (nothing farther out can be that close)."""
     out = np.zeros(mask.shape, bool)
     if not mask.any():
         return out
-    box = padded_box(mask, [int(np.ceil(mm / s)) + 1 for s in spacing])
+    box = bounding_box(mask, [int(np.ceil(mm / s)) + 1 for s in spacing])
     out[box] = ndi.distance_transform_edt(~mask[box], sampling=spacing) <= mm
     return out
 
@@ -138,7 +132,7 @@ def nearest_label(parts: np.ndarray, where: np.ndarray, pad: int = 16) -> np.nda
     """The label of the nearest labelled voxel of ``parts`` (0: none) for each voxel of ``where`` (in voxel
     units), looked for in ``where``'s box grown by ``pad`` voxels first (exact for every voxel whose nearest
     label lies within ``pad``), on the whole grid for the rest."""
-    box = padded_box(where, [pad] * parts.ndim)
+    box = bounding_box(where, pad)
     dist, idx = ndi.distance_transform_edt(parts[box] == 0, return_indices=True)
     found = parts[box][tuple(idx)][where[box]]
     far = dist[where[box]] > pad
@@ -171,10 +165,8 @@ def convex_hull_2d(mask2d: np.ndarray) -> np.ndarray:
     _, first = np.unique(doubled[:, 0] * (2 * mask2d.shape[1] + 4) + doubled[:, 1], return_index=True)
     pts = pts[first]
     try:
-        from scipy.spatial import ConvexHull
-
         v = pts[ConvexHull(pts).vertices]
-    except Exception:  # collinear pixels: no area
+    except QhullError:  # collinear pixels: no area
         return mask2d.copy()
     a, b = v, np.roll(v, -1, axis=0)
     r_lo, r_hi = int(np.ceil(v[:, 0].min() - 1e-9)), int(np.floor(v[:, 0].max() + 1e-9))

@@ -128,7 +128,8 @@ def paint_airways_and_bones(paint: Painter, grid: Grid, found, p: dict) -> None:
             paint.paint(name, fine, ndi.binary_dilation(m, wall))  # the wall belongs to the airway
     if not skeleton.bone.any():
         return
-    box = bounding_box(ndi.binary_dilation(skeleton.bone), pad=1)
+    grown = ndi.binary_dilation(skeleton.bone)
+    box = bounding_box(grown, pad=1)
     fine, m = grid.refine_fast(skeleton.bone, bone_condition(p["bones"]), box=box)
     keep_out = grid.nearest(ndi.binary_dilation(blood), box)[1] if blood.any() else None
     if keep_out is not None:  # contrast-filled blood next to a bone is not bone
@@ -137,9 +138,9 @@ def paint_airways_and_bones(paint: Painter, grid: Grid, found, p: dict) -> None:
     filled = np.zeros_like(skeleton.parts)
     filled[box] = parts = skeleton.parts[box]
     # (only within a coarse voxel of the bone: refine_fast looks no farther)
-    edge = ndi.binary_dilation(skeleton.bone)[box] & (parts == 0)
-    if edge.any():
-        filled[box][edge] = masks.nearest_label(parts, edge)
+    rim = grown[box] & (parts == 0)
+    if rim.any():
+        filled[box][rim] = masks.nearest_label(parts, rim)
     _, part = grid.nearest(filled, box)
     lut = np.zeros(len(skeleton.names) + 1, np.uint16)
     lut[1:] = [paint.index[n] for n in skeleton.names]

@@ -88,9 +88,7 @@ def rib_cortex(grid: Grid, lung: np.ndarray, pillars: np.ndarray, blood: np.ndar
         cortex &= ~_posterior_elements(grid, pillars, axis, params)
     if not cortex.any() or not lung.any():
         return np.zeros(lung.shape, bool)
-    box = bounding_box(lung, pad=int(np.ceil(params["rib_reach_mm"] / grid.coarse_spacing.min())) + 1)
-    near = np.zeros(lung.shape, bool)
-    near[box] = ndi.distance_transform_edt(~lung[box], sampling=grid.coarse_spacing) <= params["rib_reach_mm"]
+    near = masks.within_mm(lung, params["rib_reach_mm"], grid.coarse_spacing)
     lab, n = masks.label(cortex, connectivity=3)
     if n == 0:
         return np.zeros(lung.shape, bool)
@@ -342,7 +340,7 @@ def pleural_spaces(grid: Grid, lungs, skeleton, body: np.ndarray, organs: np.nda
         # on both's box grown by reach: a distance within reach is exact there, and where one lung is within
         # reach the nearer one is known; only voxels farther than reach from both need the whole grid
         reach = max(params["lung_hull_reach_mm"], params["wall_band_mm"] + params["chest_wall_mm"])
-        box = masks.padded_box(both, [int(np.ceil(reach / s)) + 1 for s in grid.coarse_spacing])
+        box = bounding_box(both, [int(np.ceil(reach / s)) + 1 for s in grid.coarse_spacing])
         dl, dr = (_distance_to(getattr(lungs, side)[box], grid.coarse_spacing) for side in ("left", "right"))
         if ((dl > reach) & (dr > reach) & both[box]).any():
             box = (slice(None),) * 3
