@@ -288,31 +288,59 @@ def _ray_outline(own: np.ndarray, plane_hu, centre, step_mm: float, wall: dict |
         h = ndimage.map_coordinates(ndimage.gaussian_filter(plane_hu, 1.0), np.moveaxis(pos, -1, 0), order=1,
                                     mode="nearest")
         inner = np.median(h[np.arange(rays), np.maximum(first // 2, 0)])
-        # a lumen brighter than soft tissue (iodine) has a wall outside its mask; unenhanced blood and wall
-        # look alike, and a mask of them already holds the wall
-        grow = inner > wall["contrast_lumen_hu"]
+        # a lumen brighter than soft tissue (iodine) has a wall outside it, up to wall["mm"] thick, and a mask
+        # drawn from the lumen's brightness may stop short of the lumen's blurred edge: the outline may grow to
+        # the fat within wall["mm"] of where the lumen ends, at most wall["contrast_mm"] past the mask. Unenhanced
+        # blood and wall look alike and a mask of them holds the wall, but one traced on a coarse grid may stop
+        # up to a voxel short of it: the outline may grow wall["unenhanced_mm"] to the fat.
+        enhanced = inner > wall["contrast_lumen_hu"]
         fat = h < wall["fat_hu"]
         fat &= np.concatenate([fat[:, 1:], fat[:, -1:]], axis=1)  # two samples running: not a noise dip
         lo = int(0.5 * np.median(r) / fine)
-        reach = np.minimum(first + int(round(wall["mm"] / step_mm / fine)), len(radii) - 1)
+
+        def samples(mm):
+            return int(round(mm / step_mm / fine))
+
+        bordering = samples(wall["mm"])
+        if enhanced:
+            cap = np.minimum(first + samples(wall["contrast_mm"]), len(radii) - 1)
+            past_mask = np.arange(len(radii))[None, :] >= first[:, None]
+            dim = (h < wall["contrast_lumen_hu"]) & past_mask
+            lumen_end = np.where(dim.any(axis=1), np.argmax(dim, axis=1), len(radii) - 1)
+            grow_to = np.minimum(lumen_end + bordering, cap)
+        else:
+            grow_to = np.minimum(first + samples(wall["unenhanced_mm"]), len(radii) - 1)
+        reach = np.minimum(np.maximum(grow_to, first + bordering), len(radii) - 1)
         blur = int(round(1.0 / step_mm / fine))
+        at_mask = r.copy()
+        moved = np.zeros(rays, bool)
         for k in range(rays):
             hits = np.flatnonzero(fat[k, lo:reach[k] + 1])
             if not hits.size:
                 continue  # no fat within reach: a neighbouring organ, the mask's edge stands
             j = lo + hits[0]
-            if j > first[k] + blur and h[k, first[k] + blur:j].max() >= wall["max_hu"]:
-                continue  # dense tissue past the mask: another vessel, not this one's wall
-            met[k] = True
-            if j > first[k] and not grow:
-                continue  # fat just past the mask's edge: the edge stands
-            # the edge is half-way between the tissue just inside and the fat
-            level = 0.5 * (h[k, max(j - blur, 0):j].max() + h[k, j:j + blur + 1].min())
+            past = h[k, first[k]:j]
+            rises = (past >= wall["max_hu"]) & (past - np.minimum.accumulate(past) >= wall["rise_hu"]) if past.size \
+                else np.zeros(0, bool)
+            if rises.any():
+                continue  # the attenuation rises again to dense tissue past the mask: another vessel or bone
+            met[k] = j <= first[k] + bordering
+            if j > grow_to[k]:
+                continue  # fat beyond what the mask may have missed: the edge stands
+            # the edge is half-way between the tissue just inside and the fat (lung beyond a thin fat rim
+            # counts as fat: its air would pull the edge outwards)
+            level = 0.5 * (h[k, max(j - blur, 0):j].max() + max(h[k, j:j + blur + 1].min(), wall["fat_floor_hu"]))
             back = np.flatnonzero(h[k, :j + 1] >= level)
             e = int(back[-1]) if back.size else j - 1
             a, b = h[k, e], h[k, e + 1]
             s = np.clip((a - level) / max(a - b, 1e-6), 0.0, 1.0)
             r[k] = radii[e] + s * fine
+            moved[k] = True
+        if moved.any():
+            # a mask short of the wall is short all round; a ray that grows much further than the others
+            # crossed a thin neighbour (a vein, the oesophagus) to the fat behind it
+            limit = max(float(np.median(r[moved] - at_mask[moved])), 0.0) + wall["growth_spread_mm"] / step_mm
+            r = np.minimum(r, at_mask + limit)
     r = ndimage.median_filter(r, size=5, mode="wrap")  # one stray ray does not make a diameter
     share = float(met.mean()) if plane_hu is not None else float("nan")
     return centre[None, :] + r[:, None] * dirs, share
@@ -383,10 +411,11 @@ def _limbs(line: Centerline, table: dict):
     return asc_end, desc_start
 
 
-def _equivalent_diameters(mask, affine, line: Centerline, indices, table) -> np.ndarray:
+def _equivalent_diameters(mask, affine, line: Centerline, indices, table, hu=None) -> np.ndarray:
     out = []
     for i in indices:
-        s = cross_section(mask, affine, line.points[i], line.tangents[i], table["section_half_width_mm"], 1.0)
+        s = cross_section(mask, affine, line.points[i], line.tangents[i], table["section_half_width_mm"], 1.0,
+                          hu, table["wall"] if hu is not None else None)
         out.append(2.0 * np.sqrt(s.area_mm2 / np.pi) if s else np.nan)
     return np.asarray(out)
 
@@ -418,7 +447,15 @@ def _sinotubular_by_shape(mask, affine, line: Centerline, asc_end: int, table, h
     if hu is not None:  # the root lies inside the heart; the tubular aorta leaves it into the fat
         j = _leaves_heart(mask, affine, line, first, asc_end, hu, table)
         if j is not None:
-            return j, "where the aorta leaves the heart into the mediastinal fat"
+            # the junction is the waist above the sinuses: where the aorta leaves the heart a plane square
+            # to it may still graze the heart's top or the sinus bulge
+            stop = min(j + int(round(table["waist_search_mm"] / line.step_mm)),
+                       asc_end - int(round(table["tubular_min_mm"] / line.step_mm)))
+            idx = np.arange(j, max(stop, j) + 1, stride)
+            d = _equivalent_diameters(mask, affine, line, idx, table, hu)
+            if np.isfinite(d).any():
+                j = int(idx[np.nanargmin(d)])
+            return j, "the calibre waist where the aorta leaves the heart into the mediastinal fat"
     reach = first + int(round((table["sinus_search_mm"] + 20.0) / line.step_mm))
     idx = np.arange(first, min(asc_end, reach) + 1, stride)
     if idx.size < 4:

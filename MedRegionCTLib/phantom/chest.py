@@ -53,6 +53,7 @@ class AnatomyOptions:
     breasts: bool = False
     heart_scale: float = 1.0  # cardiomegaly > 1
     ascending_aorta_diameter_mm: float = 32.0
+    aortic_wall_mm: float = 2.0  # an adult aorta's wall is about 2 mm thick; seen only with iodine in the lumen
     pericardial_effusion_mm: float = 0.0
     pericardial_effusion_finding: int | None = None
 
@@ -257,7 +258,11 @@ def build_anatomy(rng: np.random.Generator, hu: dict, opts: AnatomyOptions) -> A
     if opts.contrast:  # blood pool inside the chambers
         an.add(Offset(heart, -11 * hs), blood, name="cardiac blood pool")
     an.add(svc, blood, "superior_vena_cava")
-    an.add(aorta, blood, "aorta")
+    if opts.contrast:  # iodine fills the lumen; the wall around it stays soft tissue, as on a CT angiogram
+        an.add(aorta, hu["aortic_wall"], "aorta")
+        an.add(Offset(aorta, -opts.aortic_wall_mm), blood, name="aortic lumen")
+    else:
+        an.add(aorta, blood, "aorta")
     an.add(brachiocephalic, blood, "brachiocephalic_trunk")
     an.add(carotid_l, blood, "common_carotid_artery_left")
     an.add(subclavian_l, blood, "subclavian_artery_left")

@@ -12,7 +12,7 @@ import pytest
 from MedRegionCTLib.anatomy import load_schema
 from MedRegionCTLib.errors import CancelledError, InputError
 from MedRegionCTLib.measure.lesions import detection_params
-from MedRegionCTLib.phantom import make_phantom
+from MedRegionCTLib.phantom import make_phantom, section_diameters
 from MedRegionCTLib.pipeline import analyze, get_reporter
 from MedRegionCTLib.progress import CancelToken
 from MedRegionCTLib.report import (
@@ -139,7 +139,14 @@ def test_planted_findings_in_right_region_and_side(planted):
             assert "The heart is enlarged" in region.paragraph
         elif t["kind"] == "dilated_aorta":
             f = next(f for f in region.findings if f.kind == "dilated_ascending_aorta")
-            assert f.size["diameter_mm"] == pytest.approx(t["ascending_aorta_diameter_mm"], abs=2.0)
+            # measured where the reporter says: within 1.5 mm of the phantom's true section on that plane (the
+            # tube bends into the arch above its junction, so a section square to it is wider than the nominal
+            # 46 mm there), and never under the nominal calibre
+            clinical = a.measurements.clinical
+            lm = clinical["aorta_landmarks"]["landmarks"][clinical["ascending_aorta_diameter_mm"]["landmark"]]
+            true_max, _ = section_diameters(ph.truth["vessels"]["aorta"], lm["point_ras"], lm["normal_ras"])
+            assert f.size["diameter_mm"] == pytest.approx(true_max, abs=1.5)
+            assert f.size["diameter_mm"] >= t["ascending_aorta_diameter_mm"] - 1.5
             assert f.label is None  # no CT-RATE label for aortic dilation
             assert "ascending aorta is dilated" in region.paragraph
     # nothing beyond the planted findings

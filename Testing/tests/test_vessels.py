@@ -41,6 +41,57 @@ def test_centerline_follows_an_oblique_tube_and_its_plane_is_perpendicular():
     assert line.points[0][1] > line.points[-1][1]
 
 
+def disc_plane(radius_mm, inside_hu, wall_mm=0.0, wall_hu=45.0, around_hu=-100.0, size=80, spacing=0.5):
+    """One axial slab (3 slices) of a round vessel on a fine grid: lumen, optional wall, then ``around_hu``."""
+    ax = (np.arange(size) - size / 2 + 0.5) * spacing
+    r = np.hypot(*np.meshgrid(ax, ax, indexing="ij"))
+    hu = np.where(r <= radius_mm - wall_mm, inside_hu, np.where(r <= radius_mm, wall_hu, around_hu))
+    return np.repeat(hu[:, :, None], 3, axis=2).astype(np.float32), r, np.diag([spacing] * 3 + [1.0])
+
+
+WALL = {"mm": 3.0, "fat_hu": -30.0, "max_hu": 200.0, "contrast_lumen_hu": 150.0, "contrast_mm": 4.5,
+        "unenhanced_mm": 3.0, "rise_hu": 50.0, "fat_floor_hu": -100.0, "growth_spread_mm": 1.0}
+
+
+def section_of(mask, hu, affine):
+    centre = np.array(mask.shape) / 2 - 0.5
+    return cross_section(mask, affine, affine[:3, :3] @ centre, (0, 0, 1), 18.0, 0.25, hu, WALL)
+
+
+def test_outline_reaches_the_outer_wall_past_a_short_lumen_mask():
+    """Iodine in a 24 mm aorta with a 2 mm wall in fat: a mask that stops 1.5 mm inside the bright lumen is
+    measured out to the fat (outer wall), not at its own edge."""
+    hu, r, affine = disc_plane(12.0, 320.0, wall_mm=2.0)
+    mask = np.repeat((r <= 8.5)[:, :, None], 3, axis=2)
+    s = section_of(mask, hu, affine)
+    assert s.diameter_mm == pytest.approx(24.0, abs=1.0)
+    assert s.diameter_pd_mm == pytest.approx(24.0, abs=1.0)
+
+
+def test_unenhanced_mask_a_voxel_short_reaches_the_fat_but_not_a_neighbour():
+    """Unenhanced blood in fat: a mask 1.5 mm short grows to the fat; against soft tissue with no fat within
+    reach (a neighbouring organ) the mask's edge stands."""
+    hu, r, affine = disc_plane(12.0, 40.0)
+    mask = np.repeat((r <= 10.5)[:, :, None], 3, axis=2)
+    assert section_of(mask, hu, affine).diameter_mm == pytest.approx(24.0, abs=1.0)
+    hu, _, _ = disc_plane(12.0, 40.0, around_hu=40.0)
+    assert section_of(mask, hu, affine).diameter_mm == pytest.approx(21.0, abs=1.0)
+
+
+def test_outline_stops_at_a_bright_neighbour():
+    """A bright vessel beside the lumen's edge, past a dimmer gap: the attenuation rises again there, so the
+    outline does not grow into it however near the fat lies beyond."""
+    hu, r, affine = disc_plane(12.0, 320.0, wall_mm=2.0)
+    size = hu.shape[0]
+    ax = (np.arange(size) - size / 2 + 0.5) * 0.5
+    x, y = np.meshgrid(ax, ax, indexing="ij")
+    neighbour = np.hypot(x - 15.5, y) <= 3.0  # 1.5 mm past the outer wall, 6 mm across
+    hu[neighbour] = 320.0
+    mask = np.repeat((r <= 10.0)[:, :, None], 3, axis=2)
+    s = section_of(mask, hu, affine)
+    assert s.diameter_mm < 25.0  # not 24 + the neighbour
+
+
 def test_no_vessel_no_landmarks():
     empty = np.zeros((20, 20, 20), bool)
     line, landmarks, notes = aorta_landmarks(empty, np.eye(4))
