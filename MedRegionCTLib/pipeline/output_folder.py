@@ -13,17 +13,15 @@ replaced or mixed into.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import OutputError
+from ..threads import sigint_deferred
 
 MANIFEST = ".medregionct.json"
 # Everything `report`, `segment` and `measure` write (older versions wrote no manifest).
@@ -186,27 +184,11 @@ class OutputFolder:
         return False
 
 
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Hold back Ctrl-C for the few system calls of a folder swap (then raise it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            raise KeyboardInterrupt
-
-
 def swap_into_place(staging: Path, final: Path) -> None:
     """Rename the complete folder ``staging`` to ``final``; a previous ``final`` is moved aside first and
     deleted after, or put back if the rename fails."""
     staging, final = Path(staging), Path(final)
-    with _sigint_deferred():
+    with sigint_deferred():
         old = None
         if final.exists():
             old = final.with_name(f".{final.name}{_OLD}{os.getpid()}-{os.urandom(3).hex()}")

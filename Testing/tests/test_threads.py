@@ -1,7 +1,9 @@
 """Work in threads: results in order, errors handed on, and the single-core path the same."""
 
+import _thread
 import threading
 import time
+from functools import partial
 
 import pytest
 
@@ -40,3 +42,22 @@ def test_errors_are_handed_on(monkeypatch, cores):
         threads.run_all([lambda: 1, boom])
     with pytest.raises(ValueError, match="bad input"):
         threads.in_background(boom).result()
+
+
+def test_interrupt_ends_the_running_calls_and_starts_no_more(monkeypatch):
+    """Ctrl-C while calls run: those running end before the interrupt goes on (a caller removing what they
+    write finds nothing landing after it) and no further call starts."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    started, finished = [], []
+
+    def call(i):
+        started.append(i)
+        if i == 0:
+            _thread.interrupt_main()  # as Ctrl-C: KeyboardInterrupt in the main thread
+        time.sleep(0.2)
+        finished.append(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        threads.run_all([partial(call, i) for i in range(6)], max_workers=2)
+    assert sorted(finished) == sorted(started)
+    assert len(started) <= 2
