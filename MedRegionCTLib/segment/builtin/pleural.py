@@ -48,15 +48,9 @@ class PleuralSpace:
 
 def slice_hull(mask2d: np.ndarray) -> np.ndarray:
     """Convex hull of a 2D mask (the mask itself when it is a line or smaller)."""
-    box = bounding_box(mask2d)
-    out = np.zeros(mask2d.shape, bool)
-    if box is None or mask2d.sum() < 3:
+    if mask2d.sum() < 3:
         return mask2d.copy()
-    try:
-        out[box] = masks.convex_hull_2d(mask2d[box])
-    except ValueError:  # collinear points: no area
-        out[box] = mask2d[box]
-    return out
+    return masks.convex_hull_2d(mask2d)  # it works on the mask's box and keeps collinear pixels as they are
 
 
 def _bones(skeleton, side: str) -> tuple[np.ndarray, np.ndarray]:
