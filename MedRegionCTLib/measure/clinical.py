@@ -12,6 +12,7 @@ import re
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 
 from ..data import load_json
 from .intensity import fraction_below
@@ -171,22 +172,35 @@ def pulmonary_artery_diameter(pa: np.ndarray, affine, structures: dict | None = 
 
 
 def trachea_diameters(trachea: np.ndarray, spacing, axes) -> dict:
-    """Median coronal (right-left) and sagittal (anterior-posterior) diameters over the trachea's slices."""
-    si = axes.si[0]
+    """Median coronal (right-left) and sagittal (anterior-posterior) diameters over the trachea's slices
+    above its lowest ``carina_zone_mm`` (where it widens into the carina), on slices where its section is one
+    piece. Under ``min_length_mm`` of such trachea in the field of view (a crop round the heart) the calibre
+    is not judged: the value is None and ``not_assessed`` says why."""
+    spec = thresholds()["measures"]["trachea_diameter_mm"]
+    si, up = axes.si
     other = [a for a in range(3) if a != si]
     lr_col, ap_col = other.index(axes.lr[0]), other.index(axes.ap[0])
     sp = np.array([spacing[a] for a in other])
-    coronal, sagittal = [], []
     stack = np.moveaxis(trachea, si, 0)
-    for k in range(stack.shape[0]):
+    if up < 0:
+        stack = stack[::-1]  # lowest slice first
+    present = np.flatnonzero(stack.reshape(stack.shape[0], -1).any(axis=1))
+    coronal, sagittal = [], []
+    start = int(present[0] + np.ceil(spec["carina_zone_mm"] / float(spacing[si]))) if present.size else 0
+    for k in present[present >= start]:
         plane = stack[k]
-        if np.count_nonzero(plane) * float(np.prod(sp)) < 30.0:
-            continue
+        if np.count_nonzero(plane) * float(np.prod(sp)) < 30.0 or ndimage.label(plane)[1] != 1:
+            continue  # a sliver at the field of view's edge; or a bronchus, an air pocket beside it
         cols = np.argwhere(plane)
         coronal.append((np.ptp(cols[:, lr_col]) + 1) * sp[lr_col])
         sagittal.append((np.ptp(cols[:, ap_col]) + 1) * sp[ap_col])
-    out = judge("trachea_diameter_mm", float(np.median(coronal)) if coronal else None)
-    out["sagittal_diameter_mm"] = float(np.median(sagittal)) if sagittal else None
+    if len(coronal) * float(spacing[si]) < spec["min_length_mm"]:
+        out = judge("trachea_diameter_mm", None)
+        out["not_assessed"] = (f"only {len(coronal) * float(spacing[si]):.0f} mm of the trachea above the carina "
+                               "is in the field of view")
+        return out
+    out = judge("trachea_diameter_mm", float(np.median(coronal)))
+    out["sagittal_diameter_mm"] = float(np.median(sagittal))
     return out
 
 

@@ -130,8 +130,8 @@ def _attributes(sub: np.ndarray, crop, affine, si_axis: int, hu: np.ndarray, fra
 def _frame(labelmap, objects, index_of, affine) -> Frame:
     """Midline from the spine (or trachea), zones from the lungs' extent (or the whole image)."""
     arr = labelmap.array
-    mid_names = [n for n in index_of if n == "spinal_cord" or n.startswith("vertebrae_T")] or \
-        [n for n in index_of if n == "trachea"]
+    spine_names = [n for n in index_of if n == "spinal_cord" or n.startswith("vertebrae_T")]
+    mid_names = spine_names or [n for n in index_of if n == "trachea"]
     lung_names = [n for n in index_of if n in LOBES or n in ("lung", "lung_left", "lung_right")]
 
     def box_world(names):
@@ -163,7 +163,8 @@ def _frame(labelmap, objects, index_of, affine) -> Frame:
         mid = float(np.median(xs))
     else:
         mid = float((lo[0] + hi[0]) / 2)
-    return Frame(mid, (float(lo[2]), float(hi[2])), (float(lo[1]), float(hi[1])))
+    source = "spine" if spine_names else ("trachea" if mid_names else "field of view")
+    return Frame(mid, (float(lo[2]), float(hi[2])), (float(lo[1]), float(hi[1])), source)
 
 
 def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, lesions: bool = True,
@@ -194,6 +195,7 @@ def measure(volume, labelmap, schema="radgenome10", progress=None, cancel=None, 
     lobe_index = {n: index_of[n] for n in LOBES if n in index_of}
     out = Measurements(meta={"schema": schema.name, "shape": list(volume.shape), "spacing_mm": spacing.tolist(),
                              "orientation": volume.orientation, "midline_x_mm": frame.midline_x,
+                             "midline_from": frame.midline_from,
                              "lung_z_range_mm": list(frame.z_range), "percentiles": list(PERCENTILES),
                              "lesion_search": bool(lesions)})
 

@@ -28,6 +28,7 @@ class Frame:
     midline_x: float
     z_range: tuple[float, float]
     y_range: tuple[float, float]
+    midline_from: str = "spine"  # "spine", "trachea" (no spine labelled) or "field of view" (neither)
 
 
 def side_of_x(x_min: float, x_max: float, midline_x: float, margin_mm: float = 10.0) -> str:

@@ -725,9 +725,15 @@ def _trachea(w: _Writer, ph: dict, key: str):
     m = w.clinical("trachea_diameter_mm")
     value = _f(m.get("value"))
     structure = w.m.structures.get("trachea")
+    if structure is not None and value is None and m.get("not_assessed"):
+        yield w.item(ph["not_assessed"].format(why=m["not_assessed"]), ["structure:trachea"],
+                     ["clinical/trachea_diameter_mm"])
+        return
     if value is None or structure is None:
         return
     side = structure.get("side")
+    if (w.m.meta or {}).get("midline_from", "spine") != "spine":
+        side = None  # no spine in view: the trachea's place has nothing to be judged against
     # a displaced trachea gets its own sentence (below); the calibre sentence then leaves the position out
     position = ph["positions"]["midline" if side == "midline" else "other"]
     masks, path = ["structure:trachea"], ["clinical/trachea_diameter_mm", "structures/trachea/side"]

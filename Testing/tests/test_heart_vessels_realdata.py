@@ -124,3 +124,27 @@ def test_01_builtin_labels_no_blood_bone():
     inside = labels.array[t12]
     names = [labels.names[int(v)] for v in inside if labels.names.get(int(v), "").startswith("vertebrae")]
     assert names and max(set(names), key=names.count) in ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1")
+
+
+def test_01_pulmonary_crop_without_the_spine_labels_no_blood_bone_and_states_nothing_it_cannot_see():
+    """realct/01's pulmonary crop holds the heart and the pulmonary trunk but no spine: without a spinal canal
+    the column was placed on the densest thing behind the body's centre, the pulmonary trunk (7,273 of
+    TotalSegmentator's 14,261 voxels named vertebrae), the left ventricle was named sternum and rib, the trachea
+    22 mm of it in view, half at the carina, read as widened (31.5 mm) and displaced from a 'spine' that is
+    not there."""
+    crop = CTA / "pulmonary_crop"
+    a = analyze(read_volume(crop / "ct.nii.gz"), segmenter="builtin")
+    labels = a.labelmap
+    assert labels.meta["contrast"] is True
+    names = labels.names
+    bone = np.isin(labels.array, [i for i, n in names.items()
+                                  if n.startswith(("vertebrae", "rib_", "sternum", "clavicula", "scapula", "humerus"))])
+    for name in ("pulmonary_artery", "heart_DERIVED_cropped_from_fullgrid"):
+        blood = read_labelmap(crop / "seg_model_output" / f"{name}.nii.gz").array > 0
+        assert blood.shape == bone.shape
+        assert (blood & bone).sum() <= 0.001 * blood.sum(), name
+    assert not any(names.get(int(v), "").startswith("vertebrae") for v in np.unique(labels.array))
+    kinds = {f.kind for f in a.report.findings}
+    assert not kinds & {"tracheomegaly", "tracheal_deviation"}
+    assert a.measurements.clinical["trachea_diameter_mm"]["value"] is None
+    assert "tracheal calibre is not assessed" in a.report.text()

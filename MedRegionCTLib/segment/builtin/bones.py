@@ -54,6 +54,32 @@ def bone_condition(params: dict):
     return cond
 
 
+def _lumen_like(grid: Grid, strong: np.ndarray, lab: np.ndarray, n: int, params: dict) -> np.ndarray:
+    """Per piece of ``lab`` (1..n): True where a thick piece is no denser at its edge than inside -- a lumen
+    or a heart chamber full of iodine outside the blood pool, not a bone, whose cortex runs all round it
+    denser than its marrow (a vessel's calcium is spotty: the edge's median, not its densest part). Thin
+    pieces (ribs, a cortex without marrow) have no inside and are never lumen-like. Only asked where the
+    spinal canal is nowhere in the field of view: a coarse grid's block means make a thick scapula or
+    vertebral body look as dense inside as at its edge, and with the column found the pool holds the blood."""
+    reach = max(1, int(round(params["lumen_core_mm"] / float(grid.coarse_spacing.min()))))
+    core = ndi.binary_erosion(strong, iterations=reach)
+    out = np.zeros(n, bool)
+    if not core.any():
+        return out
+    edge = strong & ~ndi.binary_erosion(strong)
+    idx = np.arange(1, n + 1)
+    core_n = np.asarray(ndi.sum(core, lab, index=idx))
+    has_core = np.flatnonzero(core_n * grid.coarse_voxel_ml >= params["lumen_core_min_ml"]) + 1
+    boxes = ndi.find_objects(lab)
+    for i in has_core:
+        box = boxes[i - 1]
+        own = lab[box] == i
+        inside = float(np.median(grid.coarse[box][core[box] & own]))
+        rim = float(np.median(grid.coarse_max[box][edge[box] & own]))
+        out[i - 1] = rim < inside + params["cortex_over_marrow_hu"]
+    return out
+
+
 def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict,
               canal: np.ndarray | None = None) -> np.ndarray:
     """Coarse bone: dense voxels plus their partial-volume rim; ``exclude`` holds contrast-filled blood;
@@ -73,6 +99,8 @@ def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict,
         # with iodine in the blood, soft tissue enhances into the marrow's range: a bone has cortex
         keep[1:] = (np.asarray(peak) > params["cortical_hu"]) & \
             ~(np.nan_to_num(np.asarray(wrapped, float)) > params["wrapped_in_blood"])
+        if canal is None or not np.isfinite(canal[:, 0]).any():  # no column to tell the blood by its place
+            keep[1:] &= ~_lumen_like(grid, strong, lab, n, params)
         strong = keep[lab]
     weak = (grid.coarse > params["edge_hu"]) & body & ~exclude
     bone = strong | (weak & ndi.binary_dilation(strong))

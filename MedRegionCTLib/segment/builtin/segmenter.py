@@ -171,7 +171,10 @@ class BuiltinSegmenter:
         axis = canal_spine_axis(grid, canal, body.trunk, p["bones"]) if np.isfinite(canal[:, 0]).any() else None
         if chest:  # iodine first: contrast-filled blood is as dense as bone marrow
             if axis is None:
-                axis = spine_axis(grid, find_bone(grid, body.trunk, empty, p["bones"]), body.trunk)
+                # no canal on any slice (a field of view that leaves the spine out, a cardiac crop): the column
+                # is looked for in bone outside the blood pool, as iodinated blood is as dense as bone
+                pool = contrast_blood(grid, lungs.both, body.trunk, p["mediastinum"])
+                axis = spine_axis(grid, find_bone(grid, body.trunk, pool, p["bones"]), body.trunk)
             column = column_mask(grid, axis, p["bones"]) if np.isfinite(canal[:, 0]).any() else None
             blood = contrast_blood(grid, lungs.both, body.trunk, p["mediastinum"], axis, column)
         bone = find_bone(grid, body.trunk | body.extremities, blood, p["bones"], canal)
