@@ -54,13 +54,15 @@ def bone_condition(params: dict):
     return cond
 
 
-def _lumen_like(grid: Grid, strong: np.ndarray, lab: np.ndarray, n: int, params: dict) -> np.ndarray:
-    """Per piece of ``lab`` (1..n): True where a thick piece is no denser at its edge than inside -- a lumen
-    or a heart chamber full of iodine outside the blood pool, not a bone, whose cortex runs all round it
-    denser than its marrow (a vessel's calcium is spotty: the edge's median, not its densest part). Thin
-    pieces (ribs, a cortex without marrow) have no inside and are never lumen-like. Only asked where the
-    spinal canal is nowhere in the field of view: a coarse grid's block means make a thick scapula or
-    vertebral body look as dense inside as at its edge, and with the column found the pool holds the blood."""
+def _lumen_like(grid: Grid, strong: np.ndarray, lab: np.ndarray, n: int, params: dict,
+                blood_hu: float) -> np.ndarray:
+    """Per piece of ``lab`` (1..n): True where a thick piece holds the blood pool's density inside (its median
+    within ``lumen_blood_window_hu`` of ``blood_hu``) and is no denser at its edge than inside -- a lumen or a
+    heart chamber full of iodine outside the blood pool, not a bone, whose cortex runs all round it denser
+    than its marrow (a vessel's calcium is spotty: the edge's median, not its densest part). Thin pieces
+    (ribs, a cortex without marrow) have no inside and are never lumen-like. Only asked where the spinal
+    canal is nowhere in the field of view: on a coarse grid the block means make thick compact bone (a
+    scapula's neck) look as dense inside as at its edge, and with the column found the pool holds the blood."""
     reach = max(1, int(round(params["lumen_core_mm"] / float(grid.coarse_spacing.min()))))
     core = ndi.binary_erosion(strong, iterations=reach)
     out = np.zeros(n, bool)
@@ -76,7 +78,8 @@ def _lumen_like(grid: Grid, strong: np.ndarray, lab: np.ndarray, n: int, params:
         own = lab[box] == i
         inside = float(np.median(grid.coarse[box][core[box] & own]))
         rim = float(np.median(grid.coarse_max[box][edge[box] & own]))
-        out[i - 1] = rim < inside + params["cortex_over_marrow_hu"]
+        out[i - 1] = rim < inside + params["cortex_over_marrow_hu"] and \
+            abs(inside - blood_hu) <= params["lumen_blood_window_hu"]
     return out
 
 
@@ -100,7 +103,7 @@ def find_bone(grid: Grid, body: np.ndarray, exclude: np.ndarray, params: dict,
         keep[1:] = (np.asarray(peak) > params["cortical_hu"]) & \
             ~(np.nan_to_num(np.asarray(wrapped, float)) > params["wrapped_in_blood"])
         if canal is None or not np.isfinite(canal[:, 0]).any():  # no column to tell the blood by its place
-            keep[1:] &= ~_lumen_like(grid, strong, lab, n, params)
+            keep[1:] &= ~_lumen_like(grid, strong, lab, n, params, float(np.median(grid.coarse[exclude])))
         strong = keep[lab]
     weak = (grid.coarse > params["edge_hu"]) & body & ~exclude
     bone = strong | (weak & ndi.binary_dilation(strong))
