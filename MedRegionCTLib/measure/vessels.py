@@ -475,7 +475,8 @@ def _sinotubular_by_shape(mask, affine, line: Centerline, asc_end: int, table, h
 def _drop_uneven(mask, affine, line: Centerline, idx: dict, table: dict, notes: list) -> None:
     """Leave out the ascending or descending landmarks where the traced vessel's calibre swings along that
     stretch (coefficient of variation above ``uneven_cv``): a mask merged with the heart or another vessel
-    there, no tube to measure."""
+    there, no tube to measure; or where it runs narrower than any adult aorta (median equivalent diameter
+    under ``narrowest_mm``): the trace followed another vessel."""
     for part, keys in (("ascending", table["ascending"]), ("descending", table["descending"])):
         placed = [idx[k][0] for k in keys if k in idx]
         if not placed:
@@ -492,6 +493,13 @@ def _drop_uneven(mask, affine, line: Centerline, idx: dict, table: dict, notes: 
                 idx.pop(k, None)
             notes.append(f"the {part} aorta's traced calibre swings along its course ({d.min():.0f}-{d.max():.0f}"
                          " mm): the mask holds more than the aorta there, not measured")
+        elif d.size >= 3 and np.median(d) < table["narrowest_mm"][part]:
+            for k in keys:
+                idx.pop(k, None)
+            notes.append(f"the vessel traced as the {part} aorta is {np.median(d):.0f} mm across, narrower than an "
+                         "adult aorta: the trace probably followed another vessel, not measured")
+    if not any(k in idx for k in (*table["ascending"], *table["descending"])):
+        idx.pop("mid_aortic_arch", None)  # placed between the two limbs: nothing to place it by
 
 
 def aorta_landmarks(aorta: np.ndarray, affine: np.ndarray, structures: dict | None = None,

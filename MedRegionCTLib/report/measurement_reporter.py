@@ -665,11 +665,13 @@ def _pericardial_effusion(w: _Writer, ph: dict, key: str):
 
 def _aorta(w: _Writer, ph: dict, key: str):
     normal, masks = [], ["structure:aorta"]
-    normal_paths, dilated = [], False
+    normal_paths, dilated, unmeasured = [], False, []
     for name, segment in ph["segments"].items():
         m = w.clinical(name)
         value = _f(m.get("value"))
         if value is None:
+            if m.get("not_assessed"):
+                unmeasured.append((name, segment, m["not_assessed"]))
             continue
         path = [f"clinical/{name}"]
         if m.get("abnormal"):
@@ -683,12 +685,21 @@ def _aorta(w: _Writer, ph: dict, key: str):
         else:
             normal.append((segment, _num(value)))
             normal_paths += path
-    if normal and dilated:  # "the thoracic aorta is normal" would contradict the dilated segment
+    if normal and (dilated or unmeasured):
+        # "the thoracic aorta is normal" would contradict the dilated segment or speak for one not measured
         for segment, value in normal:
             yield w.item(ph["normal_segment"].format(segment=segment, diameter_mm=value), masks, normal_paths)
     elif normal:
         detail = ", ".join(ph["detail"].format(segment=s_, diameter_mm=v) for s_, v in normal)
         yield w.item(ph["normal"].format(detail=detail), masks, normal_paths)
+    if "aorta" in w.m.structures:  # a traced aorta whose calibre could not be taken: say why, per segment
+        others = set(ph["segments"].values())
+        for name, segment, why in unmeasured:
+            # the notes are the whole trace's: keep those about this segment or about none in particular
+            own = [n.removesuffix(", not measured") for n in why.split("; ")
+                   if segment in n or not any(o in n for o in others - {segment})]
+            yield w.item(ph["not_assessed"].format(segment=segment, why="; ".join(own or [why])), masks,
+                         [f"clinical/{name}"])
 
 
 def _pulmonary_artery(w: _Writer, ph: dict, key: str):

@@ -4,6 +4,7 @@ planted truth, every sentence is traceable, and the report survives its JSON rou
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -283,6 +284,23 @@ def test_cardiomegaly_on_tiny_and_unmeasured_kinds_are_not_invented():
     assert ("Emphysema" in _present(lung.paragraph)) == bool(laa["lobes_abnormal"])
     # a 3.6 mm air bronchogram is not resolved by 4 mm voxels: the consolidation is not invented from it
     assert all(f.kind != "consolidation" or f.location == "right lower lobe" for f in a.report.findings)
+
+
+def test_aorta_statement_speaks_only_for_what_was_measured(clean):
+    """With the descending aorta not measured, the report gives the ascending aorta's calibre for itself and
+    says why the descending one is missing, never 'the thoracic aorta has a normal calibre'."""
+    _, a = clean
+    m = copy.deepcopy(a.measurements)
+    why = "the descending aorta's traced calibre swings along its course (9-28 mm): the mask holds more than the " \
+        "aorta there, not measured"
+    m.clinical["descending_aorta_diameter_mm"] = {**m.clinical["descending_aorta_diameter_mm"], "value": None,
+                                                  "abnormal": None, "not_assessed": why}
+    regions = MeasurementReporter().write(ReportCase(a.volume, a.labelmap, load_schema("radgenome10"), a.regions, m))
+    paragraph = next(r for r in regions if r.key == "mediastinum").paragraph
+    asc = m.clinical["ascending_aorta_diameter_mm"]["value"]
+    assert "thoracic aorta has a normal calibre" not in paragraph
+    assert f"The ascending aorta measures {asc:.1f} mm, within normal limits." in paragraph
+    assert "The descending aorta is not measured: the descending aorta's traced calibre swings" in paragraph
 
 
 def test_progress_and_cancel(clean):

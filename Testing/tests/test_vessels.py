@@ -130,6 +130,23 @@ def test_landmarks_on_the_phantom_are_its_true_sections(phantom_none):
     assert c["descending_aorta_diameter_mm"]["abnormal"] is False
 
 
+def test_a_trace_narrower_than_an_adult_aorta_is_not_measured(phantom_none):
+    """The phantom's aorta at half its size (16 mm ascending, 12 mm descending: the width of the superior vena
+    cava or a branch, which a trace can follow instead) gives no ascending or descending landmark, and says
+    why."""
+    ph, _ = phantom_none
+    aorta = ph.labels.array == ph.labels.index_of("aorta")
+    half = ph.labels.affine.copy()
+    half[:3, :3] *= 0.5
+    _, landmarks, notes = aorta_landmarks(aorta, half, {})
+    assert not {"sinotubular_junction", "mid_ascending_aorta", "distal_ascending_aorta", "mid_aortic_arch",
+                "proximal_descending_aorta", "mid_descending_aorta"} & set(landmarks)
+    assert any("traced as the ascending aorta is 16 mm across" in n for n in notes), notes
+    assert any("traced as the descending aorta is 1" in n for n in notes), notes
+    _, full, _ = aorta_landmarks(aorta, ph.labels.affine, {})
+    assert {"mid_ascending_aorta", "mid_descending_aorta"} <= set(full)
+
+
 def test_landmarks_from_the_shape_alone(phantom_none):
     """Without the branch, junction and vertebra masks the landmarks come from the aorta's shape and say so."""
     ph, _ = phantom_none
