@@ -156,8 +156,12 @@ def aorta_diameters(aorta: np.ndarray, affine, structures: dict | None = None, h
     descending: proximal and mid descending aorta); and every landmark's record."""
     _, landmarks, notes = aorta_landmarks(aorta, affine, structures, hu)
     table = landmark_table()
-    asc = _landmark_measure("ascending_aorta_diameter_mm", landmarks, table["ascending"], notes)
-    desc = _landmark_measure("descending_aorta_diameter_mm", landmarks, table["descending"], notes)
+
+    def about(part):  # the trace's notes on this limb, or on neither limb in particular
+        return [n for n in notes if part in n or not any(p in n for p in ("ascending", "descending"))]
+
+    asc = _landmark_measure("ascending_aorta_diameter_mm", landmarks, table["ascending"], about("ascending"))
+    desc = _landmark_measure("descending_aorta_diameter_mm", landmarks, table["descending"], about("descending"))
     record = {"landmarks": {k: lm.to_json() for k, lm in landmarks.items()}, "notes": notes,
               "definitions": "TotalSegmentator aorta report landmarks (data/vessel_landmarks.json)"}
     return asc, desc, record

@@ -693,13 +693,9 @@ def _aorta(w: _Writer, ph: dict, key: str):
         detail = ", ".join(ph["detail"].format(segment=s_, diameter_mm=v) for s_, v in normal)
         yield w.item(ph["normal"].format(detail=detail), masks, normal_paths)
     if "aorta" in w.m.structures:  # a traced aorta whose calibre could not be taken: say why, per segment
-        others = set(ph["segments"].values())
         for name, segment, why in unmeasured:
-            # the notes are the whole trace's: keep those about this segment or about none in particular
-            own = [n.removesuffix(", not measured") for n in why.split("; ")
-                   if segment in n or not any(o in n for o in others - {segment})]
-            yield w.item(ph["not_assessed"].format(segment=segment, why="; ".join(own or [why])), masks,
-                         [f"clinical/{name}"])
+            why = "; ".join(n.removesuffix(", not measured") for n in why.split("; "))
+            yield w.item(ph["not_assessed"].format(segment=segment, why=why), masks, [f"clinical/{name}"])
 
 
 def _pulmonary_artery(w: _Writer, ph: dict, key: str):
