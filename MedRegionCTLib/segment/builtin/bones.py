@@ -372,10 +372,12 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
     # a short slab holds less column: most of it will do
     needed = min(params["canal_min_length_mm"], 0.75 * (body_k[-1] - body_k[0]) * sz) if body_k.size else np.inf
     chain = _canal_chain(found, (sx, sy, sz), needed, params)
-    if chain is None and open_rings:
-        # thick slices blur the thin laminae: where the closed rings make no column, a ring open at the back
-        # but still mostly bone round it marks the canal too
-        for k, (win, bright, xa, mid, y_mid) in open_rings.items():
+    uncovered = _beyond_the_chain(chain, open_rings, body_k, sz, params)
+    if uncovered:
+        # thick slices blur the thin laminae, and an osteopenic spine's are faint: where the closed rings make
+        # no column, a ring open at the back but still mostly bone round it marks the canal too
+        for k in uncovered:
+            win, bright, xa, mid, y_mid = open_rings[k]
             best = _canal_by_rays(sm[win], bright, body[win], (sx, sy), xa, mid, y_mid, params)
             if best is not None:
                 found[k] = np.array(best[:2])
@@ -395,6 +397,19 @@ def spinal_canal(grid: Grid, body: np.ndarray, params: dict) -> np.ndarray:
                 break
             out[k] = out[end]
     return out
+
+
+def _beyond_the_chain(chain, open_rings: dict, body_k: np.ndarray, sz: float, params: dict) -> list:
+    """The slices without a closed ring to search for an open one: all of them without a chain; with one, those
+    more than ``canal_extend_mm`` beyond its ends where the body goes on (the column runs on there unfound)."""
+    if chain is None:
+        return sorted(open_rings)
+    ks, _, best = chain
+    reach = params["canal_extend_mm"] / sz
+    first, last = ks[best[0]], ks[best[-1]]
+    if body_k.size == 0 or (first - body_k[0] <= reach and body_k[-1] - last <= reach):
+        return []
+    return [k for k in sorted(open_rings) if k < first or k > last]
 
 
 def _canal_chain(found: dict, spacing, needed_mm: float, params: dict):
@@ -425,9 +440,47 @@ def _canal_chain(found: dict, spacing, needed_mm: float, params: dict):
         else:
             chains.append([a])
     best = max(chains, key=lambda c: (len(c), ks[c[-1]] - ks[c[0]]))
+    best = _joined_chains(best, chains, ks, pts, spacing, params)
     if (ks[best[-1]] - ks[best[0]]) * sz < needed_mm:
         return None
     return ks, pts, best
+
+
+def _joined_chains(best: list, chains: list, ks: np.ndarray, pts: np.ndarray, spacing, params: dict) -> list:
+    """The column's chain joined, above and below, by the chains of at least ``canal_join_min_holes`` holes that
+    go on from its ends across a longer gap (up to ``canal_join_gap_mm``) where its course leads: where the laminae
+    of an osteopenic spine are too faint to close the ring over a few vertebrae (realct_pathology/lung1001: no
+    closed ring over 36 mm of T8-T9, and the column below went unlabelled, its vertebrae named rib)."""
+    sx, sy, sz = spacing
+    while True:
+        lo, hi = ks[best[0]], ks[best[-1]]
+        joins = []
+        for c in chains:
+            if len(c) < params["canal_join_min_holes"]:
+                continue
+            if ks[c[-1]] < lo:
+                a, b = c[-1], best[0]
+            elif ks[c[0]] > hi:
+                a, b = best[-1], c[0]
+            else:
+                continue
+            gap = ks[b] - ks[a]
+            # the column runs on as it ran: the other chain's near end lies where the chain's own course
+            # (its last canal_neighbour_mm) leads, not beside it (a rib head's ring 20-40 mm to the side)
+            end = best[0] if b == best[0] else best[-1]
+            near = [i for i in best if abs(ks[i] - ks[end]) * sz <= params["canal_neighbour_mm"]]
+            other_end = a if b == best[0] else b
+            if len(near) >= 2 and np.ptp(ks[near]) > 0:
+                slope = np.polyfit(ks[near], pts[near], 1)
+                expected = slope[0] * ks[other_end] + slope[1]
+            else:
+                expected = pts[end]
+            off = np.hypot(*((pts[other_end] - expected) * [sx, sy]))
+            if gap * sz <= params["canal_join_gap_mm"] and off <= params["canal_stray_mm"]:
+                joins.append(c)
+        if not joins:
+            return best
+        best = sorted(best + max(joins, key=len), key=lambda i: ks[i])
 
 
 def _canal_sized_pieces(lab: np.ndarray, spacing, xa: int, mid: float, y_mid: float, params: dict):
@@ -676,21 +729,48 @@ def _vertebral_levels(grid: Grid, axis, carina, rib_heads, spine, lung_ml: float
             anchor = float(d[j])
     else:
         how += "; discs not resolved, adult level height assumed"
-    planes = {0: anchor}  # disc planes, numbered downwards from the anchor disc
-    for step in (1, -1):
-        n, k = 0, anchor
-        while lo_k - pitch <= k <= hi_k + pitch:
-            guess = k - step * pitch
-            near = [p for p in discs if abs(p - guess) <= 0.35 * pitch]
-            k = float(near[0]) if near else guess
-            n += step
-            planes[n] = k
     first = VERTEBRAE.index(below)
+    heights = p.get("level_height_mm", {})
+    scale = 1.0 / grid.coarse_spacing[2]  # slices per mm of the adult heights
+    if discs and heights:
+        # the disc spacing measured is that of the levels whose discs showed: the others are scaled from it
+        planes = _disc_planes(anchor, discs, pitch, lo_k, hi_k, first)
+        shown = [VERTEBRAE[first + n] for n, k in planes.items()
+                 if 0 <= first + n < len(VERTEBRAE) and any(abs(d - k) < 0.5 for d in discs)]
+        if shown:
+            scale = pitch / float(np.median([heights[v] for v in shown]))
+    planes = _disc_planes(anchor, discs, pitch, lo_k, hi_k, first, scale, heights)
     levels = []
     for n in sorted(planes):
         if n + 1 in planes and 0 <= first + n < len(VERTEBRAE):
             levels.append((VERTEBRAE[first + n], planes[n + 1], planes[n]))
     return levels, how
+
+
+def _disc_planes(anchor: float, discs, pitch: float, lo_k: int, hi_k: int, first: int,
+                 scale: float | None = None, heights: dict | None = None) -> dict:
+    """Disc planes (coarse slices) numbered downwards from the anchor disc (0): each the disc found near where
+    the level's height puts it, else that place. The height is ``pitch`` for every level (``scale`` None), or
+    each level's adult height (``heights``, mm) times ``scale`` (slices per mm): the levels grow taller down
+    the column, from about 19 mm at T1 to 35 mm in the lumbar spine, so one thoracic pitch counted on into the
+    lumbar spine names a vertebra two levels too low over 250 mm."""
+    planes = {0: anchor}
+    for step in (1, -1):
+        n, k = 0, anchor
+        while lo_k - pitch <= k <= hi_k + pitch:
+            # the level below a plane numbered n is first + n; going down it spans from plane n to n + 1
+            level = first + n if step > 0 else first + n - 1
+            height = pitch
+            if scale is not None and heights and 0 <= level < len(VERTEBRAE):
+                height = heights[VERTEBRAE[level]] * scale
+            guess = k - step * height
+            near = [p for p in discs if abs(p - guess) <= 0.35 * height]
+            k = float(near[0]) if near else guess
+            n += step
+            planes[n] = k
+            if not 0 <= first + n < len(VERTEBRAE):
+                break
+    return planes
 
 
 def _level_bottom(levels, name: str) -> float | None:
