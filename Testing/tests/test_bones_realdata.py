@@ -110,3 +110,43 @@ def test_01_spine_on_the_slices_of_totalsegmentators_t12():
     core[axis] = slice(ks[0], ks[-1] + 1)
     core = tuple(core)
     assert dice(of(ours, "vertebrae")[core], t12[core]) >= 0.8
+
+
+def _column_checks(labels):
+    """(share of slices with a vertebra, rib voxels within 15 mm of the column's midline within its front-to-back
+    span, the largest share of an oesophagus section inside a vertebra's outline, lowest level named) for a CT
+    with the spine on every slice."""
+    from MedRegionCTLib.segment.builtin.masks import convex_hull_2d
+
+    vert = of(labels, "vertebrae")
+    ribs = of(labels, "rib_")
+    eso = of(labels, "esophagus")
+    spacing = np.linalg.norm(labels.affine[:3, :3], axis=0)
+    x_mid = float(np.median(np.argwhere(vert)[:, 0]))
+    near_mid = np.abs(np.arange(vert.shape[0]) - x_mid) * spacing[0] <= 15.0  # the vertebral body's middle
+    slices = vert.any(axis=(0, 1))
+    inside, on_column = 0.0, 0
+    for k in np.flatnonzero(slices):
+        hull = convex_hull_2d(vert[:, :, k])
+        if eso[:, :, k].any():  # the oesophagus's share inside the vertebra's outline, at its worst
+            inside = max(inside, float((eso[:, :, k] & hull).sum() / eso[:, :, k].sum()))
+        ys = np.flatnonzero(vert[:, :, k].any(axis=0))
+        on_column += int(ribs[near_mid, ys[0]:ys[-1] + 1, k].sum())
+    lowest = min((LEVELS.index(n.split("_")[1]) for i, n in labels.names.items()
+                  if str(n).startswith("vertebrae_") and (labels.array[:, :, 0] == i).any()), default=None)
+    return slices.mean(), on_column, inside, LEVELS[lowest] if lowest is not None else None
+
+
+def test_osteopenic_spine_is_vertebrae_on_its_whole_length():
+    """realct_pathology/lung1001: the laminae of the lower thoracic spine are too faint to close the canal's ring
+    over 36 mm, and the marrow no denser than soft tissue. The column below T8 was named rib_left_9 and the report
+    said the spine ended at T8 on a scan that reaches the upper lumbar spine (250 mm below the carina); the
+    oesophagus was found inside a vertebral body where its front was read at its back cortex."""
+    ct = require("realct_pathology", "lung1001/ct.nii.gz") / "lung1001/ct.nii.gz"
+    labels = BuiltinSegmenter().segment(read_volume(ct))
+    assert labels.array.shape[2] == 134 and abs(labels.affine[2, 2]) == 3.0  # slices along the third axis
+    share, ribs_on_column, eso_inside, lowest = _column_checks(labels)
+    assert share >= 0.97
+    assert ribs_on_column <= 2000  # rib heads and necks by the column: up to 140 voxels a slice
+    assert eso_inside <= 0.5  # it was whole sections inside T9-T10; now at most its edge on the body's front
+    assert lowest in ("T12", "L1", "L2")

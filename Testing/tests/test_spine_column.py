@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from MedRegionCTLib.segment.builtin import BuiltinSegmenter
-from MedRegionCTLib.segment.builtin.bones import VERTEBRAE, _canal_chain, _disc_planes
+from MedRegionCTLib.segment.builtin.bones import VERTEBRAE, _canal_chain, _disc_planes, _shallower_side
 
 SPACING = (2.0, 2.0, 3.0)
 
@@ -61,3 +61,12 @@ def test_levels_grow_taller_down_the_column(bones):
     # the upper thoracic levels are shorter than the pitch: T1's top (plane -4) is T1-T4's 78 mm above the carina
     planes = _disc_planes(100.0, [], 24.0 / sz, 0, 160, first, 1.0 / sz, bones["level_height_mm"])
     assert planes[-4] == pytest.approx(100 + 78.0 / sz)
+
+
+def test_a_front_carried_over_a_gap_goes_no_farther_forward_than_either_side():
+    # slices 2-3 misread (an osteopenic body's back cortex) or a disc: the front is carried at the lower side's
+    # value, not interpolated towards the higher one (that took a calcified aortic wall into the body on realct/04)
+    values = np.array([98.0, 98.0, np.nan, np.nan, 94.0, 94.0])
+    filled = np.interp(np.arange(6), np.flatnonzero(np.isfinite(values)), values[np.isfinite(values)])
+    out = _shallower_side(values, filled)
+    assert out.tolist() == [98.0, 98.0, 94.0, 94.0, 94.0, 94.0]

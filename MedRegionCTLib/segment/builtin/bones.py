@@ -584,6 +584,11 @@ def canal_spine_axis(grid: Grid, canal: np.ndarray, body: np.ndarray, params: di
         # the front edge of the run of dense tissue that starts at the canal
         runs = np.split(front_zone, np.flatnonzero(np.diff(front_zone) > max(1, int(4.0 / sy))) + 1)
         y_front = runs[0][-1]
+        if (y_front - cy) * sy < params["vertebral_front_min_mm"]:
+            # the back cortex of an osteopenic body whose marrow is no denser than soft tissue, not its front
+            # (realct_pathology/lung1001's lower thoracic spine, read 38 mm back on three slices in a row, and
+            # the oesophagus found inside the body): the front is taken from the slices round it
+            y_front = np.nan
         behind = ys[ys < cy]
         y_back = behind[0] if behind.size else cy - 20.0 / sy
         axis[k] = (cx, y_front, y_back)
@@ -592,10 +597,27 @@ def canal_spine_axis(grid: Grid, canal: np.ndarray, body: np.ndarray, params: di
         ks = np.arange(nz)
         first, last = np.flatnonzero(good)[[0, -1]]
         for c in range(3):
-            filled = np.interp(ks, ks[good], axis[good, c])
+            known = np.isfinite(axis[:, c])
+            if not known.any():
+                continue
+            filled = np.interp(ks, ks[known], axis[known, c])
+            if c == 1:
+                filled = _shallower_side(axis[:, c], filled)
             filled = ndi.median_filter(filled, size=max(3, int(round(12.0 / sz)) | 1), mode="nearest")
             axis[first:last + 1, c] = filled[first:last + 1]
     return axis
+
+
+def _shallower_side(values: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """``filled`` with each run of unknown ``values`` set to the lower of the known values on its two sides:
+    the vertebral body's front is carried over a disc or a misread slice no farther forward than it is on either
+    side (farther, it took in a calcified aortic wall against the body: realct/04)."""
+    out = filled.copy()
+    known = np.flatnonzero(np.isfinite(values))
+    for a, b in zip(known[:-1], known[1:]):
+        if b - a > 1:
+            out[a + 1:b] = min(values[a], values[b])
+    return out
 
 
 def column_mask(grid: Grid, axis: np.ndarray, params: dict) -> np.ndarray:

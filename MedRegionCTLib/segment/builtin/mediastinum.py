@@ -461,7 +461,16 @@ def find_esophagus(grid, st, body, space, spine_axis, aorta, airway_zone, airway
             if not airway[:, :, k].any():
                 break
             c = np.add(ndi.center_of_mass(airway[:, :, k]), off)
+            back = np.flatnonzero(airway[:, :, k].any(axis=0))[0]  # the airway's back wall (y grows forwards)
+            if np.isfinite(spine_axis[k, 1]) and back > spine_axis[k, 1]:
+                # in the neck the larynx and trachea move forward off the spine: the oesophagus stays in the
+                # gap between them and the vertebral bodies (on realct_pathology/lung1001 the offset carried
+                # up from the chest put it inside C6-C7)
+                c = (c[0], 0.5 * (back + spine_axis[k, 1]))
             out[:, :, k] = _disk((nx, ny), sp2, c, r_top + pad) & body[:, :, k]
+    # the oesophagus lies in front of the vertebral bodies all along
+    for k in np.flatnonzero(np.isfinite(spine_axis[:, 1]) & out.any(axis=(0, 1))):
+        out[:, : int(np.floor(spine_axis[k, 1])) + 1, k] = False
     out &= ~airway_zone & body
     return out
 
