@@ -187,6 +187,16 @@ def _split_tree(grid: Grid, tree: np.ndarray, seed: np.ndarray, params: dict):
         parts.sort(key=lambda m: -m.sum())
         a, b = parts[0], parts[1]
         ca, cb = ndi.center_of_mass(a), ndi.center_of_mass(b)
+        if abs(ca[0] - cb[0]) * sx < abs(ca[1] - cb[1]) * sy:
+            # one in front of the other: the glottis between the vocal folds or a fold in the lumen, not the
+            # carina, whose main bronchi part to the sides (realct_pathology/lung1002: the larynx split front and
+            # back at the top of the scan was taken for the carina, 100 mm too high, and both "main bronchi"
+            # followed the one trachea below it)
+            union = np.logical_or.reduce(parts)
+            trachea[:, :, k] |= union
+            current = union
+            k -= 1
+            continue
         cc = ndi.center_of_mass(current)
         carina = (int(round(cc[0])), int(round(cc[1])), k + 1)
         # canonical RAS: the patient's left has the smaller axis-0 index
