@@ -175,11 +175,15 @@ def pulmonary_artery_diameter(pa: np.ndarray, affine, structures: dict | None = 
     return out, {"landmarks": {k: lm.to_json() for k, lm in landmarks.items()}, "notes": notes}
 
 
-def trachea_diameters(trachea: np.ndarray, spacing, axes) -> dict:
+def trachea_diameters(trachea: np.ndarray, spacing, axes, affine=None, midline_x: float | None = None) -> dict:
     """Median coronal (right-left) and sagittal (anterior-posterior) diameters over the trachea's slices
     above its lowest ``carina_zone_mm`` (where it widens into the carina), on slices where its section is one
     piece. Under ``min_length_mm`` of such trachea in the field of view (a crop round the heart) the calibre
-    is not judged: the value is None and ``not_assessed`` says why."""
+    is not judged: the value is None and ``not_assessed`` says why. With the crop's ``affine`` and the
+    spine's ``midline_x`` (RAS mm), ``offset_mm`` is the largest right-left offset of the section's centre from
+    it (+ right) held over ``deviation_window_mm`` of those slices, and ``side`` the side it lies on beyond
+    ``deviation_mm``, else "midline": the tube's own course, not its bounding box (which the larynx or the
+    carina's flare widen)."""
     spec = thresholds()["measures"]["trachea_diameter_mm"]
     si, up = axes.si
     other = [a for a in range(3) if a != si]
@@ -189,7 +193,7 @@ def trachea_diameters(trachea: np.ndarray, spacing, axes) -> dict:
     if up < 0:
         stack = stack[::-1]  # lowest slice first
     present = np.flatnonzero(stack.reshape(stack.shape[0], -1).any(axis=1))
-    coronal, sagittal = [], []
+    coronal, sagittal, offsets = [], [], []
     start = int(present[0] + np.ceil(spec["carina_zone_mm"] / float(spacing[si]))) if present.size else 0
     for k in present[present >= start]:
         plane = stack[k]
@@ -198,6 +202,11 @@ def trachea_diameters(trachea: np.ndarray, spacing, axes) -> dict:
         cols = np.argwhere(plane)
         coronal.append((np.ptp(cols[:, lr_col]) + 1) * sp[lr_col])
         sagittal.append((np.ptp(cols[:, ap_col]) + 1) * sp[ap_col])
+        if affine is not None and midline_x is not None:
+            index = np.empty(3)
+            index[si] = k if up > 0 else stack.shape[0] - 1 - k
+            index[other] = cols.mean(axis=0)
+            offsets.append(float((np.asarray(affine)[:3, :3] @ index + np.asarray(affine)[:3, 3])[0]) - midline_x)
     if len(coronal) * float(spacing[si]) < spec["min_length_mm"]:
         out = judge("trachea_diameter_mm", None)
         out["not_assessed"] = (f"only {len(coronal) * float(spacing[si]):.0f} mm of the trachea above the carina "
@@ -205,6 +214,13 @@ def trachea_diameters(trachea: np.ndarray, spacing, axes) -> dict:
         return out
     out = judge("trachea_diameter_mm", float(np.median(coronal)))
     out["sagittal_diameter_mm"] = float(np.median(sagittal))
+    if offsets:
+        # the largest offset held over window_mm of trachea: a mass pushes a stretch of it aside, not all of it
+        run = max(1, int(round(spec["deviation_window_mm"] / float(spacing[si]))))
+        held = [float(np.median(offsets[i:i + run])) for i in range(max(1, len(offsets) - run + 1))]
+        offset = max(held, key=abs)
+        out["offset_mm"] = offset
+        out["side"] = "midline" if abs(offset) <= spec["deviation_mm"] else ("right" if offset > 0 else "left")
     return out
 
 

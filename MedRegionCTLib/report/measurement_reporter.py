@@ -738,7 +738,7 @@ def _trachea(w: _Writer, ph: dict, key: str):
         return
     if value is None or structure is None:
         return
-    side = structure.get("side")
+    side = m.get("side", structure.get("side"))  # the tube's own course when measured, else its box
     if (w.m.meta or {}).get("midline_from", "spine") != "spine":
         side = None  # no spine in view: the trachea's place has nothing to be judged against
     # a displaced trachea gets its own sentence (below); the calibre sentence then leaves the position out
@@ -757,11 +757,14 @@ def _trachea(w: _Writer, ph: dict, key: str):
         yield w.item(ph["normal"].format(position=position, coronal_mm=_num(value),
                                          sagittal_mm=_num(sagittal if sagittal is not None else value)), masks, path)
     if side in ("left", "right"):
-        f = w.finding(kind="tracheal_deviation", location="trachea", side=side,
-                      values={"centroid_x_mm": round(float(structure["centroid_ras"][0]), 1),
-                              "midline_x_mm": round(float((w.m.meta or {}).get("midline_x_mm", 0.0)), 1)},
-                      evidence=Evidence(masks=list(masks), measurements=["structures/trachea/side"]))
-        yield w.item(ph["deviated"].format(side=side), masks, ["structures/trachea/side"], [f])
+        where = ["clinical/trachea_diameter_mm"] if "side" in m else ["structures/trachea/side"]
+        values = {"centroid_x_mm": round(float(structure["centroid_ras"][0]), 1),
+                  "midline_x_mm": round(float((w.m.meta or {}).get("midline_x_mm", 0.0)), 1)}
+        if "offset_mm" in m:
+            values["offset_mm"] = round(float(m["offset_mm"]), 1)
+        f = w.finding(kind="tracheal_deviation", location="trachea", side=side, values=values,
+                      evidence=Evidence(masks=list(masks), measurements=list(where)))
+        yield w.item(ph["deviated"].format(side=side), masks, where, [f])
 
 
 def _structure_fields(a: dict) -> dict:
