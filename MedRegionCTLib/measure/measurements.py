@@ -330,11 +330,9 @@ def _clinical(arr, hu, index_of, crops, axes, spacing, voxel_ml, frame, affine, 
     c["pa_to_aorta_ratio"] = clin.judge("pa_to_aorta_ratio", ratio)
     if "trachea" in index_of:
         crop = crops["trachea"]
-        crop_affine = np.array(affine, dtype=float)
-        crop_affine[:3, 3] += crop_affine[:3, :3] @ [s.start or 0 for s in crop]
         midline = frame.midline_x if frame.midline_from == "spine" else None
         c["trachea_diameter_mm"] = clin.trachea_diameters(arr[crop] == index_of["trachea"], spacing, axes,
-                                                          crop_affine, midline)
+                                                          local_affine(affine, crop), midline)
     else:
         c["trachea_diameter_mm"] = clin.judge("trachea_diameter_mm", None)
     if counts is None:
