@@ -78,9 +78,10 @@ def _case():
 
 @pytest.fixture(scope="module")
 def slow_checkpoint(tmp_path_factory):
-    # every paragraph is forced to 150 tokens, so a job runs for a second or more: time to kill the server mid-job
+    # every paragraph is forced to 600 tokens (near the tiny model's context), half a second on an idle machine: time to
+    # kill the server mid-job (150 tokens took 0.2 s, and a loaded test worker saw that job done before the kill)
     return write_tiny_checkpoint(tmp_path_factory.mktemp("slow") / "tiny",
-                                 generation={"max_new_tokens": 150, "min_new_tokens": 150})
+                                 generation={"max_new_tokens": 600, "min_new_tokens": 600})
 
 
 def test_server_killed_mid_job_then_retry_after_restart(slow_checkpoint):
@@ -103,7 +104,6 @@ def test_server_killed_mid_job_then_retry_after_restart(slow_checkpoint):
         thread = threading.Thread(target=follow)
         thread.start()
         assert running.wait(30), "the job never started"
-        time.sleep(0.1)
         _kill(first)  # SIGKILL: no drain, no goodbye
         thread.join(30)
         assert "result" not in outcome
