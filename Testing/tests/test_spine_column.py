@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from MedRegionCTLib.segment.builtin import BuiltinSegmenter
-from MedRegionCTLib.segment.builtin.bones import VERTEBRAE, _canal_chain, _disc_planes, _shallower_side
+from MedRegionCTLib.segment.builtin.bones import VERTEBRAE, _canal_chain, _disc_planes, _disc_sections, _shallower_side
 
 SPACING = (2.0, 2.0, 3.0)
 
@@ -70,3 +70,52 @@ def test_a_front_carried_over_a_gap_goes_no_farther_forward_than_either_side():
     filled = np.interp(np.arange(6), np.flatnonzero(np.isfinite(values)), values[np.isfinite(values)])
     out = _shallower_side(values, filled)
     assert out.tolist() == [98.0, 98.0, 94.0, 94.0, 94.0, 94.0]
+
+
+def _column_stack(marrow, endplate, disc, lesion=None, spacing=(1.0, 1.0, 2.0)):
+    """A straight column on 2 mm slices: bodies 20 mm high between 6 mm discs, each body's top and bottom
+    slice an endplate; the canal's centre at y 25, the body's front at y 70 (crop coordinates, 1 mm pixels)."""
+    nz = 60
+    hu = np.full((80, 90, nz), 40, np.int16)
+    kinds = []
+    for k in range(nz):
+        phase = (k * spacing[2]) % 26.0
+        kind = "disc" if phase >= 20.0 else ("endplate" if phase < 2.0 or phase >= 18.0 else "marrow")
+        kinds.append(kind)
+        hu[20:61, 33:71, k] = {"disc": disc, "endplate": endplate, "marrow": marrow}[kind]
+    if lesion is not None:  # a lytic lesion 10 mm across and 8 mm high in the middle of a body
+        k0, hu_lesion = lesion
+        hu[35:46, 45:56, k0:k0 + 4] = hu_lesion
+    column = np.tile([40.0, 70.0, 10.0], (nz, 1))
+    canal = np.tile([40.0, 25.0], (nz, 1))
+    return hu, column, canal, spacing, np.array(kinds)
+
+
+def test_discs_are_found_between_dense_endplates(bones):
+    hu, column, canal, spacing, kinds = _column_stack(marrow=160, endplate=300, disc=80)
+    found = _disc_sections(hu, column, canal, spacing, bones)
+    assert found.any()
+    assert np.array_equal(found, kinds == "disc")
+
+
+def test_a_pale_marrow_or_a_focal_lesion_is_no_disc(bones):
+    # fatty marrow as pale as the disc and pale endplates: one long pale run, nothing taken for disc
+    hu, column, canal, spacing, _ = _column_stack(marrow=50, endplate=120, disc=80)
+    assert not _disc_sections(hu, column, canal, spacing, bones).any()
+    # osteoporotic marrow paler than the disc between sclerotic endplates: the 16 mm of marrow is no disc
+    hu, column, canal, spacing, kinds = _column_stack(marrow=50, endplate=160, disc=80)
+    found = _disc_sections(hu, column, canal, spacing, bones)
+    assert found.any() and np.array_equal(found, kinds == "disc")
+    # a lytic lesion in the middle of a body leaves dense marrow beside it
+    hu, column, canal, spacing, kinds = _column_stack(marrow=200, endplate=300, disc=80, lesion=(3, 40))
+    found = _disc_sections(hu, column, canal, spacing, bones)
+    assert not found[3:7].any() and np.array_equal(found, kinds == "disc")
+
+
+def test_a_pale_slice_of_marrow_is_no_disc(bones):
+    # fatty marrow at 130 HU with one slice at 105 in a body's middle (1.5 mm slices of an old patient's CTA):
+    # far paler than the endplates, but not sharply bounded
+    hu, column, canal, spacing, kinds = _column_stack(marrow=130, endplate=300, disc=80)
+    hu[20:61, 33:71, 5] = 105
+    found = _disc_sections(hu, column, canal, spacing, bones)
+    assert not found[5] and np.array_equal(found, kinds == "disc")

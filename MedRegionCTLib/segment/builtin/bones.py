@@ -1014,6 +1014,7 @@ def solid_vertebrae(labels: np.ndarray, hu: np.ndarray, vertebra_values, column:
     half_w = params["spine_half_width_mm"] / sx
     pad = disk.shape[0] // 2 + 2
     nx, ny, nz = labels.shape
+    discs = _disc_sections(hu, column, canal_xy, spacing, params)
     for k in range(nz):
         sl = labels[:, :, k]
         spine = np.isin(sl, values)
@@ -1027,6 +1028,10 @@ def solid_vertebrae(labels: np.ndarray, hu: np.ndarray, vertebra_values, column:
         s = spine[x0:x1, y0:y1]
         if known:
             s = _off_the_vertebra(sl[x0:x1, y0:y1], s, canal_xy[k], (x0, y0), (sx, sy), params)
+        if discs[k]:  # a disc's section keeps only its bone (the endplates' rim, the arch)
+            _clear_disc(sl[x0:x1, y0:y1], s, hu[x0:x1, y0:y1, k], canal_xy[k], (x0, y0), (sx, sy), params,
+                        may_take)
+            continue
         free = may_take(sl[x0:x1, y0:y1])
         if keep_out is not None:
             free &= ~keep_out[x0:x1, y0:y1, k]
@@ -1056,6 +1061,70 @@ def solid_vertebrae(labels: np.ndarray, hu: np.ndarray, vertebra_values, column:
         if add.any():
             _, (ix, iy) = ndi.distance_transform_edt(~s, return_indices=True)
             crop[add] = crop[ix[add], iy[add]]
+
+
+def _disc_sections(hu: np.ndarray, column: np.ndarray | None, canal_xy: np.ndarray | None, spacing,
+                   params: dict) -> np.ndarray:
+    """Per full-resolution slice: does it cut an intervertebral disc? The middle of the vertebral body is read
+    slice by slice (the densest of patches ``disc_patch_mm`` across, at ``disc_patch_offsets_mm`` from the
+    canal's plane, halfway between the canal's front wall and the body's front); a disc is no denser than
+    ``disc_max_hu`` there, in a run of such slices at most ``disc_max_mm`` long whose median is
+    ``disc_edge_hu`` paler than the slices bounding it and ``disc_dip_hu`` paler than the paler of the densest
+    sections within ``disc_reference_mm`` above and below: it lies between the dense endplates of two bodies
+    and across the body's whole width (a focal lytic lesion leaves marrow beside it and stays vertebra). Where
+    a fatty or osteoporotic body is as pale as its discs the run is long, or not sharply bounded, and nothing
+    is taken for disc."""
+    nz = hu.shape[2]
+    out = np.zeros(nz, bool)
+    if column is None or canal_xy is None:
+        return out
+    sx, sy, sz = (float(v) for v in spacing)
+    rx, ry = (max(1, int(round(params["disc_patch_mm"] / 2 / s))) for s in (sx, sy))
+    middle = np.full(nz, np.nan)
+    for k in range(nz):
+        if not (np.isfinite(column[k, 0]) and np.isfinite(canal_xy[k, 0])):
+            continue
+        back = canal_xy[k, 1] + params["vertebra_hull_from_canal_mm"] / sy
+        j = int(round((back + column[k, 1]) / 2))
+        if column[k, 1] - back < 2 * ry or not 0 <= j < hu.shape[1]:
+            continue
+        reads = [np.median(hu[max(0, i - rx):i + rx + 1, max(0, j - ry):j + ry + 1, k])
+                 for i in (int(round(column[k, 0] + mm / sx)) for mm in params["disc_patch_offsets_mm"])
+                 if 0 <= i < hu.shape[0]]
+        if reads:
+            middle[k] = float(max(reads))
+    # a run of pale sections longer than a disc is marrow (a fatty or osteoporotic body, or a disc and the
+    # marrow beside it); a run the column's end or an unread slice cuts has no known length
+    w = max(1, int(round(params["disc_reference_mm"] / sz)))
+    known = np.isfinite(middle)
+    runs, n = ndi.label(known & (np.where(known, middle, np.inf) <= params["disc_max_hu"]))
+    for i in range(1, n + 1):
+        ks = np.flatnonzero(runs == i)
+        lo, hi = ks[0], ks[-1]
+        if lo == 0 or hi == nz - 1 or not (known[lo - 1] and known[hi + 1]) or ks.size * sz > params["disc_max_mm"]:
+            continue
+        pale = float(np.median(middle[ks]))
+        densest = min(np.nanmax(middle[max(0, lo - w):lo]), np.nanmax(middle[hi + 1:hi + 1 + w]))
+        # and sharply bounded: pale marrow swings by a few tens of HU from slice to slice
+        edge = min(middle[lo - 1], middle[hi + 1])
+        out[ks] = densest - pale >= params["disc_dip_hu"] and edge - pale >= params["disc_edge_hu"]
+    return out
+
+
+def _clear_disc(crop: np.ndarray, s: np.ndarray, hu: np.ndarray, canal_k, origin, spacing, params: dict,
+                may_take) -> None:
+    """On a disc's section, what the coarse painting gave the vertebra in front of the canal's front wall and is
+    paler than bone (the disc) takes the label of the nearest voxel ``may_take`` allows (the soft tissue round
+    the column), in place."""
+    if not np.isfinite(canal_k[0]):
+        return
+    gy = (np.arange(s.shape[1]) + origin[1] - canal_k[1]) * spacing[1]
+    disc = s & (gy[None, :] >= params["vertebra_hull_from_canal_mm"]) & ~bone_condition(params)(hu)
+    soft = may_take(crop)
+    if not disc.any() or not soft.any():
+        return
+    _, (ix, iy) = ndi.distance_transform_edt(~soft, return_indices=True)
+    crop[disc] = crop[ix[disc], iy[disc]]
 
 
 def _off_the_vertebra(crop: np.ndarray, s: np.ndarray, canal_k, origin, spacing, params: dict) -> np.ndarray:
