@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from MedRegionCTLib.segment.builtin import BuiltinSegmenter
-from MedRegionCTLib.segment.builtin.bones import VERTEBRAE, _canal_chain, _disc_planes, _disc_sections, _shallower_side
+from MedRegionCTLib.segment.builtin.bones import (
+    VERTEBRAE,
+    _canal_chain,
+    _disc_planes,
+    _disc_sections,
+    _shallower_side,
+)
 
 SPACING = (2.0, 2.0, 3.0)
 
@@ -72,14 +78,14 @@ def test_a_front_carried_over_a_gap_goes_no_farther_forward_than_either_side():
     assert out.tolist() == [98.0, 98.0, 94.0, 94.0, 94.0, 94.0]
 
 
-def _column_stack(marrow, endplate, disc, lesion=None, spacing=(1.0, 1.0, 2.0)):
+def _column_stack(marrow, endplate, disc, lesion=None, spacing=(1.0, 1.0, 2.0), start_mm=0.0):
     """A straight column on 2 mm slices: bodies 20 mm high between 6 mm discs, each body's top and bottom
     slice an endplate; the canal's centre at y 25, the body's front at y 70 (crop coordinates, 1 mm pixels)."""
     nz = 60
     hu = np.full((80, 90, nz), 40, np.int16)
     kinds = []
     for k in range(nz):
-        phase = (k * spacing[2]) % 26.0
+        phase = (start_mm + k * spacing[2]) % 26.0
         kind = "disc" if phase >= 20.0 else ("endplate" if phase < 2.0 or phase >= 18.0 else "marrow")
         kinds.append(kind)
         hu[20:61, 33:71, k] = {"disc": disc, "endplate": endplate, "marrow": marrow}[kind]
@@ -119,3 +125,10 @@ def test_a_pale_slice_of_marrow_is_no_disc(bones):
     hu[20:61, 33:71, 5] = 105
     found = _disc_sections(hu, column, canal, spacing, bones)
     assert not found[5] and np.array_equal(found, kinds == "disc")
+
+
+def test_a_disc_at_the_scan_s_end_is_bounded_by_its_inner_side(bones):
+    hu, column, canal, spacing, kinds = _column_stack(marrow=160, endplate=300, disc=80, start_mm=22.0)
+    assert kinds[0] == "disc"
+    found = _disc_sections(hu, column, canal, spacing, bones)
+    assert found[0] and np.array_equal(found, kinds == "disc")

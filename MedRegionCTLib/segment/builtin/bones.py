@@ -1069,11 +1069,11 @@ def _disc_sections(hu: np.ndarray, column: np.ndarray | None, canal_xy: np.ndarr
     slice by slice (the densest of patches ``disc_patch_mm`` across, at ``disc_patch_offsets_mm`` from the
     canal's plane, halfway between the canal's front wall and the body's front); a disc is no denser than
     ``disc_max_hu`` there, in a run of such slices at most ``disc_max_mm`` long whose median is
-    ``disc_edge_hu`` paler than the slices bounding it and ``disc_dip_hu`` paler than the paler of the densest
-    sections within ``disc_reference_mm`` above and below: it lies between the dense endplates of two bodies
-    and across the body's whole width (a focal lytic lesion leaves marrow beside it and stays vertebra). Where
-    a fatty or osteoporotic body is as pale as its discs the run is long, or not sharply bounded, and nothing
-    is taken for disc."""
+    ``disc_edge_hu`` paler than the slices bounding it (the inner one at the scan's end) and ``disc_dip_hu``
+    paler than the paler of the densest sections within ``disc_reference_mm`` above and below: it lies
+    between the dense endplates of two bodies and across the body's whole width (a focal lytic lesion leaves
+    marrow beside it and stays vertebra). Where a fatty or osteoporotic body is as pale as its discs the run
+    is long, or not sharply bounded, and nothing is taken for disc."""
     nz = hu.shape[2]
     out = np.zeros(nz, bool)
     if column is None or canal_xy is None:
@@ -1094,19 +1094,23 @@ def _disc_sections(hu: np.ndarray, column: np.ndarray | None, canal_xy: np.ndarr
         if reads:
             middle[k] = float(max(reads))
     # a run of pale sections longer than a disc is marrow (a fatty or osteoporotic body, or a disc and the
-    # marrow beside it); a run the column's end or an unread slice cuts has no known length
+    # marrow beside it); a run an unread slice cuts has no known length (at the scan's end only its inner side
+    # bounds it)
     w = max(1, int(round(params["disc_reference_mm"] / sz)))
     known = np.isfinite(middle)
     runs, n = ndi.label(known & (np.where(known, middle, np.inf) <= params["disc_max_hu"]))
     for i in range(1, n + 1):
         ks = np.flatnonzero(runs == i)
         lo, hi = ks[0], ks[-1]
-        if lo == 0 or hi == nz - 1 or not (known[lo - 1] and known[hi + 1]) or ks.size * sz > params["disc_max_mm"]:
+        sides = [(middle[lo - 1], middle[max(0, lo - w):lo]) if lo > 0 else None,
+                 (middle[hi + 1], middle[hi + 1:hi + 1 + w]) if hi < nz - 1 else None]
+        bounds = [b for b in sides if b is not None]
+        if not bounds or any(not np.isfinite(edge) for edge, _ in bounds) or ks.size * sz > params["disc_max_mm"]:
             continue
         pale = float(np.median(middle[ks]))
-        densest = min(np.nanmax(middle[max(0, lo - w):lo]), np.nanmax(middle[hi + 1:hi + 1 + w]))
+        densest = min(np.nanmax(near) for _, near in bounds)
         # and sharply bounded: pale marrow swings by a few tens of HU from slice to slice
-        edge = min(middle[lo - 1], middle[hi + 1])
+        edge = min(edge for edge, _ in bounds)
         out[ks] = densest - pale >= params["disc_dip_hu"] and edge - pale >= params["disc_edge_hu"]
     return out
 
