@@ -79,7 +79,8 @@ def cardiothoracic_ratio(heart: np.ndarray, lungs: np.ndarray, axes, affine=None
     between), each on its own axial slice, as in Danzer's definition carried to axial CT. The slices used are
     given (index along the CT's head-foot axis and their height in mm). Not assessed (value None, with the
     reason) when the field of view cuts the thorax at the sides, or below it near its widest level, or cuts
-    the heart (at the sides, or above or below near its widest level)."""
+    the heart (at the sides, or above or below near its widest level), or when the heart segmented is too
+    small to be the whole heart (``assessability.heart_min_ml``)."""
     out = judge("cardiothoracic_ratio", None)
     out["method"] = ("maximum transverse cardiac diameter over maximum inner thoracic diameter on axial images "
                      "(right-left extents of the heart and of the lungs with the heart)")
@@ -94,6 +95,11 @@ def cardiothoracic_ratio(heart: np.ndarray, lungs: np.ndarray, axes, affine=None
     high_end = n_si - 1 - low_end
     margin = CTR_EDGE_MARGIN_MM / sp_si  # a widest slice this near a cut edge may not be the widest there is
     reasons = []
+    heart_ml = float(heart.sum()) * float(np.prod(axes.spacing)) / 1000.0
+    floor_ml = load_json("clinical_thresholds.json")["assessability"]["heart_min_ml"]
+    if heart_ml < floor_ml:
+        reasons.append(f"the heart segmented holds only {heart_ml:.0f} mL, less than a whole adult heart "
+                       f"({floor_ml:.0f} mL or more): it was not found whole")
     if _touches(lungs, lr):
         reasons.append("the field of view cuts the thorax at its sides")
     if _touches(lungs, si, (low_end,)) and abs(kt - low_end) < margin:

@@ -148,3 +148,15 @@ def test_01_pulmonary_crop_without_the_spine_labels_no_blood_bone_and_states_not
     assert not kinds & {"tracheomegaly", "tracheal_deviation"}
     assert a.measurements.clinical["trachea_diameter_mm"]["value"] is None
     assert "tracheal calibre is not assessed" in a.report.text()
+
+
+def test_lung1028_heart_found_whole_under_the_lung_lying_on_it():
+    """realct_pathology/lung1028 (contrast CT, a large heart): the lung lying on the front of the heart made a
+    diaphragm floor there, the heart was cut in half (282 mL) and the report said "Heart size is normal, with a
+    cardiothoracic ratio of 0.35". Floors over the chambers' blood are not diaphragm: the heart is whole."""
+    ct = read_volume(ROOT.parent / "realct_pathology/lung1028/ct.nii.gz")
+    labels = BuiltinSegmenter().segment(ct)
+    heart_ml = labels.mask("heart").sum() * labels.voxel_volume_ml
+    assert heart_ml > 700
+    ctr = measure(ct, labels, lesions=False, regions=False).clinical["cardiothoracic_ratio"]
+    assert ctr["value"] > 0.5 and ctr["abnormal"] is True

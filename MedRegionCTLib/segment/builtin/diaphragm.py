@@ -17,11 +17,15 @@ from .grid import Grid
 
 def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: dict,
                      exclude_columns: np.ndarray | None = None,
-                     fat_pad_columns: np.ndarray | None = None) -> np.ndarray | None:
+                     fat_pad_columns: np.ndarray | None = None,
+                     blood: np.ndarray | None = None) -> np.ndarray | None:
     """Per (x, y) coarse column the coarse z (float) of the diaphragm's upper surface, or None when no lung
     rests on the diaphragm in the field of view. ``exclude_columns`` (x, y) are not used as floor points (the
     lung over the heart rests on the heart, not on the diaphragm). In ``fat_pad_columns`` a floor resting on
-    fat is carried down through the fat to the organ under it (the cardiophrenic fat pad over the liver)."""
+    fat is carried down through the fat to the organ under it (the cardiophrenic fat pad over the liver). A
+    floor with contrast-filled blood (``blood``: the pool of the heart's chambers) within ``blood_under_mm``
+    under it rests on the heart: its enhanced wall is as dense as an organ (realct_pathology/lung1028: the lung lying on
+    the front of the heart made a floor there, and the heart was cut in half by it)."""
     if not lungs.any():
         return None
     nx, ny, nz = lungs.shape
@@ -42,6 +46,12 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     hu_under = grid.coarse[xs, ys, k_under]
     ok = body[xs, ys, k_under] & ~lungs[xs, ys, k_under] & (hu_under > params["organ_hu_min"]) \
         & (hu_under < params["organ_hu_max"])
+    if blood is not None and blood.any():
+        reach = max(1, int(round(params["blood_under_mm"] / grid.coarse_spacing[2])))
+        for d in range(1, reach + 1):
+            k = zs - d
+            inside = k >= 0
+            ok[inside] &= ~blood[xs[inside], ys[inside], k[inside]]
     lung_z = np.flatnonzero(lungs.any(axis=(0, 1)))
     ok &= zs <= lung_z[0] + 0.6 * (lung_z[-1] - lung_z[0])  # the lower part of the lungs
     if np.isfinite(params.get("dome_outlier_mm", np.inf)):

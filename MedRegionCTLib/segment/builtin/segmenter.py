@@ -193,10 +193,12 @@ class BuiltinSegmenter:
             med = find_mediastinum(grid, lungs.both, body.trunk, skeleton.bone, skeleton.spine_axis, air.carina,
                                    air.tree, under, p["mediastinum"], blood)
         if med.heart.any() and height is not None:
-            # the lung over the heart rests on the heart: fit the diaphragm again without those floors
+            # the lung over the heart rests on the heart: fit the diaphragm again without those floors (with
+            # contrast, nor those over the chambers' blood: a heart cut by the first surface misses some)
             foot, sheet = heart_footprint(grid, med.heart, lungs.both, p["mediastinum"])
+            chambers = masks.keep_touching(blood, med.heart, connectivity=3) if med.contrast else None
             height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"], exclude_columns=foot,
-                                      fat_pad_columns=sheet)
+                                      fat_pad_columns=sheet, blood=chambers)
             if height is not None:
                 height = bridge_under_heart(height, foot)
             under = below(height, grid.coarse_shape)
