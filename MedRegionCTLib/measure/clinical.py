@@ -96,7 +96,7 @@ def cardiothoracic_ratio(heart: np.ndarray, lungs: np.ndarray, axes, affine=None
     margin = CTR_EDGE_MARGIN_MM / sp_si  # a widest slice this near a cut edge may not be the widest there is
     reasons = []
     heart_ml = float(heart.sum()) * float(np.prod(axes.spacing)) / 1000.0
-    floor_ml = load_json("clinical_thresholds.json")["assessability"]["heart_min_ml"]
+    floor_ml = thresholds()["assessability"]["heart_min_ml"]
     if heart_ml < floor_ml:
         reasons.append(f"the heart segmented holds only {heart_ml:.0f} mL, less than a whole adult heart "
                        f"({floor_ml:.0f} mL or more): it was not found whole")

@@ -24,8 +24,8 @@ def diaphragm_height(grid: Grid, lungs: np.ndarray, body: np.ndarray, params: di
     lung over the heart rests on the heart, not on the diaphragm). In ``fat_pad_columns`` a floor resting on
     fat is carried down through the fat to the organ under it (the cardiophrenic fat pad over the liver). A
     floor with contrast-filled blood (``blood``: the pool of the heart's chambers) within ``blood_under_mm``
-    under it rests on the heart: its enhanced wall is as dense as an organ (realct_pathology/lung1028: the lung lying on
-    the front of the heart made a floor there, and the heart was cut in half by it)."""
+    under it rests on the heart, whose enhanced wall is as dense as an organ (realct_pathology/lung1028: the
+    lung lying on the front of the heart made a floor there, and the heart was cut in half by it)."""
     if not lungs.any():
         return None
     nx, ny, nz = lungs.shape
