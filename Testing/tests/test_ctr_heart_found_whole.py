@@ -55,3 +55,27 @@ def test_floors_over_the_chambers_blood_are_not_the_diaphragm():
     assert plain[40, 20] > 40  # the lung lying on the chamber taken for the diaphragm
     fitted = diaphragm_height(grid, lungs, body, params, blood=blood)
     assert fitted[40, 20] < 25 and fitted[15, 20] < 25
+
+
+def test_the_dome_is_not_read_over_the_heart():
+    # two lungs resting on a flat surface at z 10, lifted to z 30 over the heart's columns beside the left lung's
+    # middle: the left dome is read off the heart (realct_pathology/lung1016 read it 39 mm above the right)
+    from MedRegionCTLib.segment.builtin.lungs import Lungs
+    from MedRegionCTLib.segment.builtin.segmenter import _dome_heights
+
+    shape = (80, 40, 60)
+    grid = Grid(Volume(np.zeros(shape, np.int16), np.diag([2.0, 2.0, 2.0, 1.0]), {}), coarse_mm=2.0)
+    height = np.full(shape[:2], 10.0)
+    heart_cols = np.zeros(shape[:2], bool)
+    heart_cols[14:26, 10:30] = True  # canonical RAS: x grows to the patient's right, the left lung at low x
+    height[heart_cols] = 30.0
+    z = np.arange(shape[2])[None, None, :]
+    left = np.zeros(shape, bool)
+    right = np.zeros(shape, bool)
+    left[2:38, 5:35] = (z >= height[2:38, 5:35, None]) & (z < 55)
+    right[42:78, 5:35] = (z >= height[42:78, 5:35, None]) & (z < 55)
+    lungs = Lungs(left=left, right=right)
+    plain = _dome_heights(grid, height, lungs, 10.0)
+    kept = _dome_heights(grid, height, lungs, 10.0, heart_cols)
+    assert plain["left"] - plain["right"] > 30
+    assert abs(kept["left"] - kept["right"]) < 3

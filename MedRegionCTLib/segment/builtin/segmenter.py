@@ -241,16 +241,23 @@ class BuiltinSegmenter:
             med.space &= ~taken
         found = Found(body, air, lungs, chest, blood, skeleton, med, thyroid, breasts, abdomen, lobes, pleural, notes)
         if chest and height is not None:
-            found.dome_mm = _dome_heights(grid, height, lungs, p["diaphragm"]["dome_rest_mm"])
+            # the dome is not read over the heart (nor, with contrast, over its chambers' blood)
+            over_heart = med.heart.any(axis=2)
+            if med.contrast and blood.any() and med.heart.any():
+                over_heart |= masks.keep_touching(blood, med.heart, connectivity=3).any(axis=2)
+            found.dome_mm = _dome_heights(grid, height, lungs, p["diaphragm"]["dome_rest_mm"], over_heart)
         return found
 
 
-def _dome_heights(grid: Grid, height: np.ndarray, lungs, rest_mm: float) -> dict:
+def _dome_heights(grid: Grid, height: np.ndarray, lungs, rest_mm: float, over_heart=None) -> dict:
     """Per side, the world RAS z (mm) of the diaphragm dome: the highest point of the fitted surface where that
     lung rests on it (its floor within ``rest_mm`` of the surface) outside the medial third of the lung's width.
     Medially the lung rests on the heart, the aorta and the crura (contrast-filled blood counts as an organ
-    under the floor), and over the heart the surface is only carried across: neither says where the dome is.
-    (Its median over the footprint above the lowest quarter would mix in the recesses.)"""
+    under the floor), and over the heart the surface is only carried across: neither says where the dome is;
+    nor is it read over ``over_heart`` (the heart's columns and, with contrast, its chambers' blood:
+    realct_pathology/lung1016's left dome was read 39 mm above the right over the heart once the lung lying
+    on the chambers no longer made floors). (Its median over the footprint above the lowest quarter would mix in
+    the recesses.)"""
     feet = {side: getattr(lungs, side).any(axis=2) for side in ("left", "right")}
     centre_x = {side: np.nonzero(foot)[0].mean() for side, foot in feet.items() if foot.sum() >= 20}
     out = {}
@@ -260,6 +267,8 @@ def _dome_heights(grid: Grid, height: np.ndarray, lungs, rest_mm: float) -> dict
         lung = getattr(lungs, side)
         floor = np.argmax(lung, axis=2)
         part = foot & (np.abs(floor - height) <= rest_mm / grid.coarse_spacing[2])
+        if over_heart is not None:
+            part &= ~over_heart
         other = [x for s, x in centre_x.items() if s != side]
         if other:
             xs = np.nonzero(foot)[0]
