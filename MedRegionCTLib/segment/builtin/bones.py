@@ -1125,10 +1125,8 @@ def _clear_disc(crop: np.ndarray, s: np.ndarray, hu: np.ndarray, canal_k, origin
     gy = (np.arange(s.shape[1]) + origin[1] - canal_k[1]) * spacing[1]
     disc = s & (gy[None, :] >= params["vertebra_hull_from_canal_mm"]) & ~bone_condition(params)(hu)
     soft = may_take(crop)
-    if not disc.any() or not soft.any():
-        return
-    _, (ix, iy) = ndi.distance_transform_edt(~soft, return_indices=True)
-    crop[disc] = crop[ix[disc], iy[disc]]
+    if disc.any() and soft.any():
+        crop[disc] = masks.nearest_label(np.where(soft, crop, 0), disc)
 
 
 def _off_the_vertebra(crop: np.ndarray, s: np.ndarray, canal_k, origin, spacing, params: dict) -> np.ndarray:

@@ -196,9 +196,8 @@ class BuiltinSegmenter:
             # the lung over the heart rests on the heart: fit the diaphragm again without those floors (with
             # contrast, nor those over the chambers' blood: a heart cut by the first surface misses some)
             foot, sheet = heart_footprint(grid, med.heart, lungs.both, p["mediastinum"])
-            chambers = masks.keep_touching(blood, med.heart, connectivity=3) if med.contrast else None
             height = diaphragm_height(grid, lungs.both, body.trunk, p["diaphragm"], exclude_columns=foot,
-                                      fat_pad_columns=sheet, blood=chambers)
+                                      fat_pad_columns=sheet, blood=_chambers(blood, med))
             if height is not None:
                 height = bridge_under_heart(height, foot)
             under = below(height, grid.coarse_shape)
@@ -243,10 +242,16 @@ class BuiltinSegmenter:
         if chest and height is not None:
             # the dome is not read over the heart (nor, with contrast, over its chambers' blood)
             over_heart = med.heart.any(axis=2)
-            if med.contrast and blood.any() and med.heart.any():
-                over_heart |= masks.keep_touching(blood, med.heart, connectivity=3).any(axis=2)
+            chambers = _chambers(blood, med)
+            if chambers is not None:
+                over_heart |= chambers.any(axis=2)
             found.dome_mm = _dome_heights(grid, height, lungs, p["diaphragm"]["dome_rest_mm"], over_heart)
         return found
+
+
+def _chambers(blood: np.ndarray, med: Mediastinum) -> np.ndarray | None:
+    """On a contrast CT, the blood pool joined to the heart found (its chambers' blood); None without contrast."""
+    return masks.keep_touching(blood, med.heart, connectivity=3) if med.contrast else None
 
 
 def _dome_heights(grid: Grid, height: np.ndarray, lungs, rest_mm: float, over_heart=None) -> dict:
