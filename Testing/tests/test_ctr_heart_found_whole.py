@@ -9,6 +9,8 @@ from MedRegionCTLib.measure.clinical import cardiothoracic_ratio
 from MedRegionCTLib.segment.builtin import BuiltinSegmenter
 from MedRegionCTLib.segment.builtin.diaphragm import diaphragm_height
 from MedRegionCTLib.segment.builtin.grid import Grid
+from MedRegionCTLib.segment.builtin.lungs import Lungs
+from MedRegionCTLib.segment.builtin.segmenter import _dome_heights
 from MedRegionCTLib.volume import Volume
 
 
@@ -60,9 +62,6 @@ def test_floors_over_the_chambers_blood_are_not_the_diaphragm():
 def test_the_dome_is_not_read_over_the_heart():
     # two lungs resting on a flat surface at z 10, lifted to z 30 over the heart's columns beside the left lung's
     # middle: the left dome is read off the heart (realct_pathology/lung1016 read it 39 mm above the right)
-    from MedRegionCTLib.segment.builtin.lungs import Lungs
-    from MedRegionCTLib.segment.builtin.segmenter import _dome_heights
-
     shape = (80, 40, 60)
     grid = Grid(Volume(np.zeros(shape, np.int16), np.diag([2.0, 2.0, 2.0, 1.0]), {}), coarse_mm=2.0)
     height = np.full(shape[:2], 10.0)
